@@ -1,0 +1,12 @@
+"""jaxrnn: a functional JAX library for recurrent computation.
+
+Cells are pure functions with the ``lax.scan`` signature ``apply(params, carry, x) ->
+(carry, y)``; a sequence is one ``lax.scan`` (:func:`scan`, :func:`bidirectional`).
+"""
+
+from jaxrnn import cells, steps
+from jaxrnn.scan import bidirectional, scan
+
+__version__ = "0.1.0"
+
+__all__ = ["bidirectional", "cells", "scan", "steps"]

@@ -1,0 +1,97 @@
+"""Input validation shared by the public functions.
+
+Every check runs at trace time on shapes and dtypes (never on traced values) and raises
+``ValueError`` naming the argument, what was expected and what came, so that a user's
+mistake never surfaces as an XLA traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def shape_of(x) -> tuple[int, ...]:
+    """The shape of an array-like (arrays, tracers, Python scalars, nested lists)."""
+    shape = getattr(x, "shape", None)
+    return tuple(shape) if shape is not None else np.shape(x)
+
+
+def dtype_of(x):
+    dtype = getattr(x, "dtype", None)
+    return dtype if dtype is not None else jnp.asarray(x).dtype
+
+
+def is_concrete(x) -> bool:
+    """True when the values of ``x`` are known at trace time (not a tracer)."""
+    return not isinstance(x, jax.core.Tracer)
+
+
+def check_params(params, expected: Mapping[str, tuple[int, ...]], *, name: str = "params"):
+    """Check that ``params`` is a dict with exactly the ``expected`` names and shapes.
+
+    Raises ``ValueError`` for a non-mapping, a missing or unexpected entry, a wrong shape
+    or a non-floating dtype.
+    """
+    if not isinstance(params, Mapping):
+        raise ValueError(
+            f"{name}: expected a dict of arrays with entries {sorted(expected)}, "
+            f"got {type(params).__name__}"
+        )
+    missing = [k for k in expected if k not in params]
+    if missing:
+        raise ValueError(f"{name}: missing entries {missing}; expected {sorted(expected)}")
+    extra = [k for k in params if k not in expected]
+    if extra:
+        raise ValueError(f"{name}: unexpected entries {extra}; expected {sorted(expected)}")
+    for key, shape in expected.items():
+        got = shape_of(params[key])
+        if got != tuple(shape):
+            raise ValueError(f"{name}[{key!r}]: expected shape {tuple(shape)}, got {got}")
+        if not jnp.issubdtype(dtype_of(params[key]), jnp.floating):
+            raise ValueError(
+                f"{name}[{key!r}]: expected a floating dtype, got {dtype_of(params[key])}"
+            )
+
+
+def check_matrix(params, key: str, *, name: str = "params") -> tuple[int, int]:
+    """Return the shape of the 2-D entry ``params[key]``, which defines a cell's sizes."""
+    if not isinstance(params, Mapping) or key not in params:
+        got = sorted(params) if isinstance(params, Mapping) else type(params).__name__
+        raise ValueError(f"{name}: expected a dict with a 2-D entry {key!r}, got {got}")
+    shape = shape_of(params[key])
+    if len(shape) != 2:
+        raise ValueError(f"{name}[{key!r}]: expected a 2-D array, got shape {shape}")
+    return shape
+
+
+def check_last_dim(x, size: int, *, name: str):
+    """Check that ``x`` has at least one axis and that its last axis has ``size`` entries."""
+    shape = shape_of(x)
+    if len(shape) < 1 or shape[-1] != size:
+        raise ValueError(f"{name}: expected shape (*batch, {size}), got {shape}")
+    if not jnp.issubdtype(dtype_of(x), jnp.number):
+        raise ValueError(f"{name}: expected a numeric dtype, got {dtype_of(x)}")
+
+
+def check_positive_int(value, *, name: str):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+
+
+def batch_shape_tuple(batch_shape, *, name: str = "batch_shape") -> tuple[int, ...]:
+    """Normalise an int or a sequence of ints to a shape tuple."""
+    if isinstance(batch_shape, (int, np.integer)) and not isinstance(batch_shape, bool):
+        batch_shape = (batch_shape,)
+    try:
+        shape = tuple(int(d) for d in batch_shape)
+    except TypeError:
+        raise ValueError(
+            f"{name}: expected an int or a tuple of ints, got {batch_shape!r}"
+        ) from None
+    if any(d < 0 for d in shape):
+        raise ValueError(f"{name}: expected non-negative sizes, got {shape}")
+    return shape

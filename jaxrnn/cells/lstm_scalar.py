@@ -1,0 +1,66 @@
+"""Univariate LSTM cell (SPEC §3): scalar input, scalar state, eight weights, no biases.
+
+    i(t) = sigma(w_ix x(t) + w_ih h(t-1))      f(t) = sigma(w_fx x(t) + w_fh h(t-1))
+    o(t) = sigma(w_ox x(t) + w_oh h(t-1))      g(t) = tanh(w_gx x(t) + w_gh h(t-1))
+    c(t) = f(t) c(t-1) + i(t) g(t)             h(t) = o(t) tanh(c(t)),     y(t) = h(t)
+
+Shapes: every weight is a scalar (); x has shape batch (``()`` for one sequence) and the
+carry (c, h) the same shape: a sequence ``xs`` is (T,) or (T, *batch).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxrnn._checks import batch_shape_tuple, check_params, dtype_of, shape_of
+
+WEIGHTS = ("w_ix", "w_ih", "w_fx", "w_fh", "w_ox", "w_oh", "w_gx", "w_gh")
+
+
+def init(key, in_dim: int = 1, hidden: int = 1, *, scale: float = 1.0, dtype=jnp.float32):
+    """Eight scalar weights drawn from U(-scale, scale). ``in_dim`` and ``hidden`` must be 1."""
+    if in_dim != 1 or hidden != 1:
+        raise ValueError(
+            f"in_dim, hidden: the univariate LSTM has in_dim = hidden = 1, got {in_dim}, {hidden}"
+        )
+    values = jax.random.uniform(key, (len(WEIGHTS),), dtype, -scale, scale)
+    return {name: values[k] for k, name in enumerate(WEIGHTS)}
+
+
+def init_carry(batch_shape=(), hidden: int = 1, dtype=jnp.float32):
+    """The zero state (c(0), h(0)), each of shape ``batch_shape``."""
+    if hidden != 1:
+        raise ValueError(f"hidden: the univariate LSTM has hidden = 1, got {hidden}")
+    shape = batch_shape_tuple(batch_shape)
+    return jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)
+
+
+def gates(params: dict, h_prev, x):
+    """The post-activation gates ``(i, f, o, g)``."""
+    p = params
+    return (
+        jax.nn.sigmoid(p["w_ix"] * x + p["w_ih"] * h_prev),
+        jax.nn.sigmoid(p["w_fx"] * x + p["w_fh"] * h_prev),
+        jax.nn.sigmoid(p["w_ox"] * x + p["w_oh"] * h_prev),
+        jnp.tanh(p["w_gx"] * x + p["w_gh"] * h_prev),
+    )
+
+
+def apply(params: dict, carry, x):
+    """One step: ``((c(t-1), h(t-1)), x(t)) -> ((c(t), h(t)), h(t))``, elementwise over batch."""
+    check_params(params, {name: () for name in WEIGHTS})
+    if not (isinstance(carry, tuple) and len(carry) == 2):
+        raise ValueError(f"carry: expected a tuple (c, h), got {type(carry).__name__}")
+    for part, name in zip(carry, ("carry[0] (c)", "carry[1] (h)")):
+        if shape_of(part) != shape_of(x):
+            raise ValueError(
+                f"{name}: expected the shape of x, {shape_of(x)}, got {shape_of(part)}"
+            )
+    if not jnp.issubdtype(dtype_of(x), jnp.number):
+        raise ValueError(f"x: expected a numeric dtype, got {dtype_of(x)}")
+    c_prev, h_prev = carry
+    i, f, o, g = gates(params, h_prev, x)
+    c = f * c_prev + i * g
+    h = o * jnp.tanh(c)
+    return (c, h), h

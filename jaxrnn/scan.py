@@ -1,0 +1,181 @@
+"""Run a cell over a sequence: one ``lax.scan``, with variable lengths, reverse and both ways.
+
+A cell is any function ``cell(params, carry, x) -> (carry, y)``, e.g. ``jaxrnn.cells.lstm.apply``
+(bind options with ``functools.partial``). Sequences are time-major: ``xs`` has shape
+(T, *batch, D), or is a pytree whose leaves all have the leading axis T.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrnn._checks import dtype_of, is_concrete, shape_of
+
+
+def _sequence_length(xs) -> int:
+    leaves = jax.tree_util.tree_leaves(xs)
+    if not leaves:
+        raise ValueError("xs: expected an array of shape (T, *batch, D), got an empty pytree")
+    shapes = [shape_of(leaf) for leaf in leaves]
+    if any(len(s) < 1 for s in shapes):
+        raise ValueError(f"xs: expected arrays with a leading time axis T, got shapes {shapes}")
+    lengths = {s[0] for s in shapes}
+    if len(lengths) != 1:
+        raise ValueError(f"xs: every leaf must have the same leading T, got shapes {shapes}")
+    return shapes[0][0]
+
+
+def _check_lengths(lengths, xs, n_steps: int):
+    """Validate ``lengths``: integer, shape = the batch shape of ``xs``, values in [0, T]."""
+    shape = shape_of(lengths)
+    if not jnp.issubdtype(dtype_of(lengths), jnp.integer):
+        raise ValueError(f"lengths: expected an integer dtype, got {dtype_of(lengths)}")
+    for leaf in jax.tree_util.tree_leaves(xs):
+        batch = shape_of(leaf)[1 : 1 + len(shape)]
+        if batch != shape:
+            raise ValueError(
+                f"lengths: expected the batch shape of xs, {batch} (xs leaf of shape "
+                f"{shape_of(leaf)}), got {shape}"
+            )
+    if is_concrete(lengths):
+        values = np.asarray(lengths)
+        if values.size and (values.min() < 0 or values.max() > n_steps):
+            raise ValueError(
+                f"lengths: expected values in [0, T] = [0, {n_steps}], got min {values.min()} "
+                f"and max {values.max()}"
+            )
+
+
+def _check_carry_type(cell, params, carry, xs):
+    """The cell must return a carry of the same structure, shapes and dtypes it was given."""
+    x0 = jax.tree_util.tree_map(lambda leaf: leaf[0], xs)
+    new_carry, _ = jax.eval_shape(cell, params, carry, x0)
+    given = jax.tree_util.tree_structure(carry)
+    returned = jax.tree_util.tree_structure(new_carry)
+    if given != returned:
+        raise ValueError(f"carry: the cell returns a carry of structure {returned}, got {given}")
+    for old, new in zip(jax.tree_util.tree_leaves(carry), jax.tree_util.tree_leaves(new_carry)):
+        if shape_of(old) != new.shape or jnp.dtype(dtype_of(old)) != new.dtype:
+            raise ValueError(
+                f"carry: the cell maps a carry leaf of shape {shape_of(old)} and dtype "
+                f"{dtype_of(old)} to shape {new.shape} and dtype {new.dtype}; create the carry "
+                f"with the cell's init_carry(batch_shape, hidden, dtype={new.dtype})"
+            )
+
+
+def _broadcast_mask(mask, leaf):
+    """Reshape a (*batch,) mask to broadcast against a (*batch, ...) leaf."""
+    return mask.reshape(mask.shape + (1,) * (leaf.ndim - mask.ndim))
+
+
+def scan(cell, params, carry, xs, *, lengths=None, reverse: bool = False, unroll: int = 1):
+    """Run ``cell`` along the leading axis of ``xs`` with one ``jax.lax.scan``.
+
+    Type signature (``c`` the carry, ``a`` one input step, ``b`` one output step)::
+
+        scan(cell: (P, c, a) -> (c, b), params: P, carry: c, xs: [T, a], *,
+             lengths: [*batch] int | None, reverse: bool, unroll: int) -> (c, [T, b])
+
+    With ``lengths`` (right-padded sequences), sequence n runs over its first
+    ``lengths[n]`` steps only: its carry stops changing after them, its outputs past them
+    are zero and the returned carry is the carry at its length. With ``reverse=True`` each
+    sequence is run backwards *within its own length* (from step ``lengths[n] - 1`` down to
+    0), and ``ys[t]`` stays aligned with ``xs[t]``. The plain-Python meaning, per sequence n::
+
+        def scan(cell, params, carry, xs, lengths, reverse):
+            T = len(xs)
+            L = lengths[n] if lengths is not None else T
+            ys = [zeros_like_output] * T
+            for t in (reversed(range(L)) if reverse else range(L)):
+                carry, ys[t] = cell(params, carry, xs[t])
+            return carry, stack(ys)
+
+    Args:
+      cell: ``cell(params, carry, x) -> (carry, y)``.
+      params: the cell's parameters (any pytree).
+      carry: the initial carry; leaves of shape (*batch, ...).
+      xs: inputs of shape (T, *batch, D), or a pytree of arrays with leading axis T.
+      lengths: optional integer array of shape (*batch,) with values in [0, T]. Values are
+        checked when known at trace time; under ``jit`` they cannot be, and a value outside
+        [0, T] behaves like the nearest bound.
+      reverse: run from t = T - 1 (or the sequence's last step) down to 0.
+      unroll: how many steps the compiled loop body holds (``lax.scan``'s ``unroll``).
+
+    Returns:
+      ``(final_carry, ys)``, with ys of shape (T, *batch, ...).
+    """
+    n_steps = _sequence_length(xs)
+    if isinstance(unroll, bool) or not isinstance(unroll, (int, np.integer)) or unroll < 1:
+        raise ValueError(f"unroll: expected a positive integer, got {unroll!r}")
+    _check_carry_type(cell, params, carry, xs)
+    if lengths is None:
+        return jax.lax.scan(
+            lambda c, x: cell(params, c, x), carry, xs, reverse=reverse, unroll=unroll
+        )
+    _check_lengths(lengths, xs, n_steps)
+    lengths = jnp.asarray(lengths)
+
+    def masked_step(c, t_and_x):
+        t, x = t_and_x
+        new_c, y = cell(params, c, x)
+        active = t < lengths
+        new_c = jax.tree_util.tree_map(
+            lambda new, old: jnp.where(_broadcast_mask(active, new), new, old), new_c, c
+        )
+        y = jax.tree_util.tree_map(
+            lambda leaf: jnp.where(_broadcast_mask(active, leaf), leaf, jnp.zeros_like(leaf)), y
+        )
+        return new_c, y
+
+    # Forward: padded steps come after a sequence's end and leave its carry alone.
+    # Reverse: they come first, so the carry is still the initial one at step L - 1.
+    return jax.lax.scan(
+        masked_step, carry, (jnp.arange(n_steps), xs), reverse=reverse, unroll=unroll
+    )
+
+
+def concat_outputs(y_forward, y_backward):
+    """The default ``merge`` of :func:`bidirectional`: concatenate on the last axis."""
+    return jax.tree_util.tree_map(
+        lambda a, b: jnp.concatenate([a, b], axis=-1), y_forward, y_backward
+    )
+
+
+def bidirectional(
+    cells, params, carries, xs, *, lengths=None, merge=concat_outputs, unroll: int = 1
+):
+    """Run one cell forward and one backward over ``xs`` and merge their outputs per step.
+
+        (c_fw, ys_fw) = scan(cell_fw, params_fw, carry_fw, xs, lengths=lengths)
+        (c_bw, ys_bw) = scan(cell_bw, params_bw, carry_bw, xs, lengths=lengths, reverse=True)
+        ys[t] = merge(ys_fw[t], ys_bw[t])
+
+    Under padding the backward pass starts at each sequence's own last step, never at the
+    padding, and outputs past a sequence's length are zero in both directions.
+
+    Args:
+      cells: a cell used for both directions, or a pair ``(cell_fw, cell_bw)``.
+      params: a pair ``(params_fw, params_bw)``.
+      carries: a pair ``(carry_fw, carry_bw)``.
+      xs: (T, *batch, D).
+      lengths: optional (*batch,) integer lengths.
+      merge: ``merge(y_fw, y_bw) -> y``; default concatenates on the last axis.
+
+    Returns:
+      ``((final_carry_fw, final_carry_bw), ys)``.
+    """
+    cell_fw, cell_bw = cells if isinstance(cells, (tuple, list)) else (cells, cells)
+    for name, value in (("cells", (cell_fw, cell_bw)), ("params", params), ("carries", carries)):
+        if not (isinstance(value, (tuple, list)) and len(value) == 2):
+            raise ValueError(f"{name}: expected a pair (forward, backward), got {type(value)}")
+    if not (callable(cell_fw) and callable(cell_bw)):
+        raise ValueError("cells: expected a callable cell or a pair of callable cells")
+    carry_fw, ys_fw = scan(
+        cell_fw, params[0], carries[0], xs, lengths=lengths, unroll=unroll
+    )
+    carry_bw, ys_bw = scan(
+        cell_bw, params[1], carries[1], xs, lengths=lengths, reverse=True, unroll=unroll
+    )
+    return (carry_fw, carry_bw), merge(ys_fw, ys_bw)
