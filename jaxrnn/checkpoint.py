@@ -1,0 +1,291 @@
+"""Save and restore a pytree of arrays with its step, safely (no pickle) and atomically.
+
+Format (one file, conventionally ``*.npz``): a zip archive, readable with
+``numpy.load(path, allow_pickle=False)``, with members
+
+    leaf_00000.npy, leaf_00001.npy, ...   one per leaf, in ``jax.tree_util`` order, written
+                                          by ``numpy.lib.format`` with pickling disabled
+    manifest.json                         a small JSON document:
+
+    {"format": "jaxrnn.checkpoint", "version": 1, "step": 1200,
+     "treedef": "PyTreeDef(...)",                     # str() of the tree structure
+     "leaves": [{"path": "['params']['W_i']", "shape": [8, 2], "dtype": "float32",
+                 "stored_as": "float32", "key_impl": null}, ...],
+     "sha256": "...",                                 # over every leaf's path, dtype, shape, bytes
+     "metadata": {...}}                               # any JSON data of the caller
+
+Dtypes numpy cannot store without pickle (``bfloat16``, ...) are stored as unsigned integers
+of the same width and viewed back on restore; typed PRNG keys (``jax.random.key``) are
+stored as their key data and re-wrapped with their implementation. A checkpoint restores
+into a template (``like``) of the same structure, shapes and dtypes, so the file never
+decides what objects are built: the caller does. Anything else (a truncated file, another
+tree, a wrong shape or dtype, a checksum that does not match) raises ``ValueError`` saying
+what is wrong.
+
+A save is atomic: the archive is written to a temporary file in the target's directory,
+flushed and ``fsync``-ed, then moved over the target with ``os.replace``. A crash mid-save
+leaves the previous checkpoint as it was (at worst a stray ``.*.tmp`` file beside it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import tempfile
+import zipfile
+
+import jax
+import numpy as np
+
+FORMAT = "jaxrnn.checkpoint"
+VERSION = 1
+MANIFEST = "manifest.json"
+
+
+def _member(index: int) -> str:
+    return f"leaf_{index:05d}.npy"
+
+
+def _leaf_entries(tree):
+    """``[(path string, leaf)]`` in ``jax.tree_util`` order, and the tree structure."""
+    with_paths, treedef = jax.tree_util.tree_flatten_with_path(tree)
+    return [(jax.tree_util.keystr(path), leaf) for path, leaf in with_paths], treedef
+
+
+def _is_key(leaf) -> bool:
+    dtype = getattr(leaf, "dtype", None)
+    return dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+
+
+def _dtype_name(leaf) -> str:
+    dtype = getattr(leaf, "dtype", None)
+    return str(dtype if dtype is not None else np.asarray(leaf).dtype)
+
+
+def _to_storable(leaf):
+    """A numpy array pickle-free ``.npy`` can hold, and its manifest entry."""
+    key_impl = None
+    if _is_key(leaf):
+        key_impl = str(jax.random.key_impl(leaf))
+        array = np.asarray(jax.random.key_data(leaf))
+    else:
+        array = np.asarray(leaf)
+    dtype = array.dtype
+    if dtype.hasobject:
+        raise ValueError(f"tree: leaves must be arrays of numbers, got dtype {dtype}")
+    if dtype.isbuiltin != 1:  # e.g. bfloat16: store its bits
+        array = array.view(f"u{dtype.itemsize}")
+    entry = {
+        "shape": list(np.shape(leaf)),
+        "dtype": _dtype_name(leaf),
+        "stored_as": array.dtype.str,
+        "stored_shape": list(array.shape),
+        "key_impl": key_impl,
+    }
+    return np.asarray(array, order="C"), entry
+
+
+def _checksum(paths, arrays) -> str:
+    digest = hashlib.sha256()
+    for path, array in zip(paths, arrays, strict=True):
+        digest.update(f"{path}|{array.dtype.str}|{array.shape}|".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def _write_archive(file, arrays, manifest) -> None:
+    """Write the zip archive (leaf members, then the manifest) to an open binary file."""
+    with zipfile.ZipFile(file, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for index, array in enumerate(arrays):
+            with archive.open(_member(index), "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, array, allow_pickle=False)
+        archive.writestr(MANIFEST, json.dumps(manifest, indent=1))
+
+
+def _fsync_directory(directory: str) -> None:
+    with contextlib.suppress(OSError):  # not every platform can open a directory
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def save(path, tree, *, step: int, metadata=None) -> None:
+    """Write ``tree`` (a pytree of arrays) and ``step`` to ``path``, atomically.
+
+    Args:
+      path: the checkpoint file (``.npz`` by convention); its directory must exist.
+      tree: any pytree whose leaves are arrays (jax or numpy, any dtype, typed PRNG keys
+        included), e.g. ``{"params": params, "opt_state": opt_state, "key": key}``.
+      step: the training step the state belongs to (a non-negative integer).
+      metadata: optional JSON-serialisable data stored in the manifest (e.g. a data seed, a
+        loss history). Python floats round-trip exactly.
+    """
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+        raise ValueError(f"step: expected a non-negative integer, got {step!r}")
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise ValueError(f"path: the directory {directory!r} does not exist")
+    entries, treedef = _leaf_entries(tree)
+    paths = [p for p, _ in entries]
+    arrays, leaf_manifest = [], []
+    for leaf_path, leaf in entries:
+        array, entry = _to_storable(leaf)
+        arrays.append(array)
+        leaf_manifest.append({"path": leaf_path, **entry})
+    manifest = {
+        "format": FORMAT,
+        "version": VERSION,
+        "step": int(step),
+        "treedef": str(treedef),
+        "leaves": leaf_manifest,
+        "sha256": _checksum(paths, arrays),
+        "metadata": metadata,
+    }
+    try:
+        json.dumps(metadata)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"metadata: expected JSON-serialisable data ({error})") from None
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            _write_archive(file, arrays, manifest)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+    _fsync_directory(directory)
+
+
+def _open_archive(path):
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"path: no checkpoint file at {path!r}")
+    try:
+        return zipfile.ZipFile(path, "r")
+    except (zipfile.BadZipFile, OSError) as error:
+        raise ValueError(
+            f"checkpoint {path!r} is truncated or not a checkpoint (not a complete zip "
+            f"archive: {error})"
+        ) from None
+
+
+def read_manifest(path) -> dict:
+    """The manifest of the checkpoint at ``path`` (step, leaves, metadata, ...)."""
+    with _open_archive(path) as archive:
+        return _manifest_of(archive, path)
+
+
+def _manifest_of(archive, path) -> dict:
+    try:
+        manifest = json.loads(archive.read(MANIFEST))
+    except KeyError:
+        raise ValueError(f"checkpoint {path!r}: no {MANIFEST} in the archive") from None
+    except (zipfile.BadZipFile, ValueError, OSError) as error:
+        raise ValueError(f"checkpoint {path!r}: unreadable {MANIFEST} ({error})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ValueError(f"checkpoint {path!r}: not a {FORMAT} manifest")
+    if manifest.get("version") != VERSION:
+        raise ValueError(
+            f"checkpoint {path!r}: format version {manifest.get('version')!r}, this "
+            f"library reads version {VERSION}"
+        )
+    return manifest
+
+
+def _check_against_template(manifest, like, path):
+    """Compare the manifest's leaves with the template's; raise naming the first mismatch."""
+    entries, treedef = _leaf_entries(like)
+    saved = manifest["leaves"]
+    saved_paths = [leaf["path"] for leaf in saved]
+    like_paths = [p for p, _ in entries]
+    if saved_paths != like_paths or manifest["treedef"] != str(treedef):
+        missing = [p for p in like_paths if p not in saved_paths]
+        extra = [p for p in saved_paths if p not in like_paths]
+        detail = f"missing leaves {missing}, unexpected leaves {extra}"
+        if not missing and not extra:
+            detail = f"same leaf paths, different structure: {manifest['treedef']}"
+        raise ValueError(
+            f"checkpoint {path!r}: its tree does not match the template `like` ({detail})"
+        )
+    for (leaf_path, leaf), entry in zip(entries, saved, strict=True):
+        shape = list(np.shape(leaf))
+        if entry["shape"] != shape:
+            raise ValueError(
+                f"checkpoint {path!r}: leaf {leaf_path} has shape {tuple(entry['shape'])}, "
+                f"the template expects {tuple(shape)}"
+            )
+        dtype = _dtype_name(leaf)
+        if entry["dtype"] != dtype:
+            raise ValueError(
+                f"checkpoint {path!r}: leaf {leaf_path} has dtype {entry['dtype']}, "
+                f"the template expects {dtype}"
+            )
+    return treedef
+
+
+def _from_stored(array, entry):
+    """The jax array a stored numpy array stands for (re-viewed dtype, re-wrapped key)."""
+    if entry["key_impl"] is not None:
+        return jax.random.wrap_key_data(jax.numpy.asarray(array), impl=entry["key_impl"])
+    dtype = jax.numpy.dtype(entry["dtype"])
+    if array.dtype != dtype:
+        array = array.view(dtype)
+    return jax.numpy.asarray(array)
+
+
+def restore(path, like):
+    """Read the checkpoint at ``path`` into the structure of ``like``.
+
+    Args:
+      path: a file written by :func:`save`.
+      like: a template pytree with the same structure, leaf shapes and dtypes as the saved
+        tree (e.g. freshly initialised params and ``optimizer.init(params)``); its values are
+        not used.
+
+    Returns:
+      ``(tree, step, metadata)``: the saved tree as jax arrays, its step and its metadata.
+
+    Raises:
+      ValueError: the file is missing, truncated or not a checkpoint; its tree, a shape or a
+        dtype differs from ``like``; or its contents do not match the checksum.
+    """
+    with _open_archive(path) as archive:
+        manifest = _manifest_of(archive, path)
+        treedef = _check_against_template(manifest, like, path)
+        arrays = []
+        try:
+            for index, entry in enumerate(manifest["leaves"]):
+                with archive.open(_member(index)) as member:
+                    data = io.BytesIO(member.read())
+                array = np.lib.format.read_array(data, allow_pickle=False)
+                stored = (array.dtype.str, list(array.shape))
+                if stored != (entry["stored_as"], entry["stored_shape"]):
+                    raise ValueError(
+                        f"stored as {stored}, the manifest says "
+                        f"{(entry['stored_as'], entry['stored_shape'])}"
+                    )
+                arrays.append(array)
+        except (KeyError, zipfile.BadZipFile, ValueError, OSError, EOFError) as error:
+            raise ValueError(
+                f"checkpoint {path!r}: leaf {entry['path']} is unreadable, the file is "
+                f"truncated or corrupted ({error})"
+            ) from None
+    paths = [entry["path"] for entry in manifest["leaves"]]
+    if _checksum(paths, arrays) != manifest["sha256"]:
+        raise ValueError(
+            f"checkpoint {path!r}: checksum mismatch, the arrays are not the ones that were "
+            "saved (corrupted or edited file)"
+        )
+    leaves = [
+        _from_stored(array, entry) for array, entry in zip(arrays, manifest["leaves"], strict=True)
+    ]
+    return jax.tree_util.tree_unflatten(treedef, leaves), manifest["step"], manifest["metadata"]

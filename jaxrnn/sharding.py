@@ -1,0 +1,113 @@
+"""Data parallelism with ``jax.sharding``: a 1-D device mesh over the batch axis.
+
+The batch is split across the devices of a :class:`jax.sharding.Mesh` along its batch axis
+(``NamedSharding(mesh, P(..., "batch", ...))``), the parameters and optimizer state are
+replicated (``NamedSharding(mesh, P())``), and the training step is the same ``jax.jit``
+function as on one device: XLA partitions it and sums the gradients across devices. With
+a mean over the batch in the loss, N devices compute the single-device loss and gradients
+up to the order of floating-point sums.
+
+    mesh = data_mesh()                                    # every device, axis "batch"
+    params = replicate(params, mesh)
+    xs, ys = shard_batch((xs, ys), mesh, batch_axis=(1, 0))  # xs (T, B, D), ys (B, 1)
+
+On one host with one CPU, ``XLA_FLAGS=--xla_force_host_platform_device_count=4`` (set
+before jax is imported) makes 4 CPU devices to try this on.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from jaxrnn._checks import shape_of
+
+AXIS = "batch"
+
+
+def data_mesh(devices=None, *, axis_name: str = AXIS) -> Mesh:
+    """A 1-D mesh named ``axis_name`` over ``devices`` (default: all of ``jax.devices()``)."""
+    devices = jax.devices() if devices is None else list(devices)
+    if not devices:
+        raise ValueError("devices: expected at least one device, got none")
+    if not isinstance(axis_name, str):
+        raise ValueError(f"axis_name: expected a string, got {axis_name!r}")
+    return Mesh(np.asarray(devices, dtype=object), (axis_name,))
+
+
+def _check_mesh(mesh) -> str:
+    """The name of the mesh's single axis (raises unless ``mesh`` is a 1-D Mesh)."""
+    if not isinstance(mesh, Mesh) or len(mesh.axis_names) != 1:
+        raise ValueError(
+            f"mesh: expected a 1-D jax.sharding.Mesh (see jaxrnn.sharding.data_mesh), got {mesh!r}"
+        )
+    return mesh.axis_names[0]
+
+
+def replicated(mesh) -> NamedSharding:
+    """The sharding that puts a full copy of an array on every device of ``mesh``."""
+    _check_mesh(mesh)
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def replicate(tree, mesh):
+    """Copy every leaf of ``tree`` (params, optimizer state) to every device of ``mesh``."""
+    return jax.device_put(tree, replicated(mesh))
+
+
+def batch_shardings(batch, mesh, batch_axis=1):
+    """The ``NamedSharding`` of each leaf of ``batch``, split along its batch axis.
+
+    Args:
+      batch: a pytree of arrays (or of ``jax.ShapeDtypeStruct``).
+      mesh: a 1-D mesh, e.g. from :func:`data_mesh`.
+      batch_axis: the batch axis of every leaf (1 for time-major (T, B, D) data), or a
+        pytree prefix of ``batch`` giving one axis per subtree, e.g. ``(1, 0)`` for
+        ``(xs (T, B, D), ys (B, 1))``.
+
+    Returns:
+      a pytree of ``NamedSharding`` with the structure of ``batch``.
+    """
+    name = _check_mesh(mesh)
+    n_devices = mesh.devices.size
+    try:
+        axes = jax.tree_util.tree_map(
+            lambda axis, subtree: jax.tree_util.tree_map(lambda _: axis, subtree),
+            batch_axis,
+            batch,
+        )
+    except (ValueError, TypeError) as error:
+        raise ValueError(
+            f"batch_axis: expected an int or a pytree prefix of the batch, got {batch_axis!r} "
+            f"({error})"
+        ) from None
+
+    def sharding(path, leaf, axis):
+        shape = shape_of(leaf)
+        where = f"batch{jax.tree_util.keystr(path)}"
+        if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+            raise ValueError(f"batch_axis: expected an integer axis for {where}, got {axis!r}")
+        if not -len(shape) <= axis < len(shape):
+            raise ValueError(
+                f"batch_axis: axis {axis} is out of range for {where} of shape {shape}"
+            )
+        axis = axis % len(shape)
+        if shape[axis] % n_devices:
+            raise ValueError(
+                f"{where}: the batch axis {axis} of shape {shape} has {shape[axis]} entries, "
+                f"which does not split evenly over {n_devices} devices"
+            )
+        spec = [None] * len(shape)
+        spec[axis] = name
+        return NamedSharding(mesh, PartitionSpec(*spec))
+
+    return jax.tree_util.tree_map_with_path(sharding, batch, axes)
+
+
+def shard_batch(batch, mesh, batch_axis=1):
+    """Split every leaf of ``batch`` across the devices of ``mesh`` along its batch axis.
+
+    Args: as for :func:`batch_shardings`. Returns: ``batch`` placed on the mesh.
+    """
+    return jax.device_put(batch, batch_shardings(batch, mesh, batch_axis))

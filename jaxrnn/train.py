@@ -1,0 +1,288 @@
+"""A training loop: one jit-compiled step, progress, evaluation, checkpoints, many devices.
+
+One step of gradient-based training with an optax optimizer (loss L, parameters theta,
+optimizer state s, batch b_k drawn for step k):
+
+    l_k, g_k       = L(theta_k, b_k), dL/dtheta (theta_k, b_k)
+    u_k, s_{k+1}   = optimizer.update(g_k, s_k, theta_k)
+    theta_{k+1}    = theta_k + u_k
+
+:func:`fit` runs this step, compiled once with ``jax.jit``, for ``steps`` steps. The plain
+meaning (without progress bar, evaluation and checkpoints)::
+
+    def fit(loss_fn, params, optimizer, data, steps):
+        opt_state = optimizer.init(params)
+        losses = []
+        for k in range(steps):
+            params, opt_state, loss = train_step(params, opt_state, data(k))
+            losses.append(loss)
+        return params, opt_state, losses
+
+Because the batch of step k is ``data(k)`` (see :mod:`jaxrnn.tasks`), a run restored from a
+checkpoint at step k continues with exactly the batches, parameters and optimizer state of
+the uninterrupted run, and ends with the same bits.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrnn import checkpoint as ckpt
+from jaxrnn._checks import check_positive_int
+
+
+class History(NamedTuple):
+    """What happened during :func:`fit`.
+
+    Attributes:
+      losses: (steps,) the training loss of every step, from step 0 (restored ones included).
+      eval_steps: (E,) integer steps after which ``eval_fn`` ran.
+      evals: E values of ``eval_fn`` (floats, or dicts of floats).
+    """
+
+    losses: np.ndarray
+    eval_steps: np.ndarray
+    evals: list
+
+
+class FitResult(NamedTuple):
+    """The return value of :func:`fit`: ``params, opt_state, history = fit(...)``."""
+
+    params: Any
+    opt_state: Any
+    history: History
+
+
+def make_step(loss_fn, optimizer):
+    """The training step ``(params, opt_state, batch) -> (params, opt_state, loss)``.
+
+    Pure and not yet compiled: ``jax.jit(make_step(loss_fn, optimizer))`` is what
+    :func:`fit` runs.
+
+    Args:
+      loss_fn: ``loss_fn(params, batch) -> scalar``.
+      optimizer: an ``optax.GradientTransformation``.
+    """
+    import optax
+
+    def train_step(params, opt_state, batch):
+        loss, grads = jax.value_and_grad(loss_fn)(params, batch)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    return train_step
+
+
+def _check_optional_interval(value, *, name: str):
+    if value is not None:
+        check_positive_int(value, name=name)
+
+
+def _check_arguments(loss_fn, params, optimizer, steps, eval_fn, eval_every, path, every):
+    if not callable(loss_fn):
+        raise ValueError(f"loss_fn: expected a callable loss_fn(params, batch), got {loss_fn!r}")
+    if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
+        raise ValueError(
+            f"optimizer: expected an optax GradientTransformation (init, update), got "
+            f"{type(optimizer).__name__}"
+        )
+    check_positive_int(steps, name="steps")
+    _check_optional_interval(eval_every, name="eval_every")
+    _check_optional_interval(every, name="checkpoint_every")
+    if eval_fn is not None and not callable(eval_fn):
+        raise ValueError(f"eval_fn: expected a callable eval_fn(params), got {eval_fn!r}")
+    if eval_every is not None and eval_fn is None:
+        raise ValueError("eval_every: given without an eval_fn to run")
+    if every is not None and path is None:
+        raise ValueError("checkpoint_every: given without a checkpoint path to save to")
+    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+    if not leaves:
+        raise ValueError("params: expected a pytree of floating arrays, got no arrays")
+    for key_path, leaf in leaves:
+        dtype = getattr(leaf, "dtype", None)
+        if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+            raise ValueError(
+                f"params{jax.tree_util.keystr(key_path)}: expected a floating array, got "
+                f"{type(leaf).__name__} of dtype {dtype}"
+            )
+
+
+def _check_loss(loss_fn, params, batch):
+    """Trace ``loss_fn`` once: it must return a floating scalar."""
+    out = jax.eval_shape(loss_fn, params, batch)
+    if not (hasattr(out, "shape") and out.shape == () and jnp.issubdtype(out.dtype, jnp.floating)):
+        got = (
+            f"shape {out.shape} and dtype {out.dtype}"
+            if hasattr(out, "shape")
+            else type(out).__name__
+        )
+        raise ValueError(f"loss_fn: expected a floating scalar loss, got {got}")
+    return out.dtype
+
+
+def _eval_value(value, step):
+    """An ``eval_fn`` result as a float or a dict of floats (JSON-ready)."""
+    if isinstance(value, dict):
+        return {str(k): _eval_value(v, step) for k, v in value.items()}
+    if np.shape(value) != ():
+        raise ValueError(
+            f"eval_fn: expected a scalar or a dict of scalars, got shape {np.shape(value)} "
+            f"at step {step}"
+        )
+    return float(value)
+
+
+def _short(value) -> str:
+    if isinstance(value, dict):
+        return " ".join(f"{k}={v:.4g}" for k, v in value.items())
+    return f"{value:.4g}"
+
+
+def _restore(path, params, opt_state, steps):
+    """``(params, opt_state, step, losses, eval_steps, evals)`` from the checkpoint."""
+    tree, step, meta = ckpt.restore(path, {"params": params, "opt_state": opt_state})
+    if step > steps:
+        raise ValueError(
+            f"steps: the checkpoint {os.fspath(path)!r} is at step {step}, past steps={steps}"
+        )
+    history = meta if isinstance(meta, dict) else {}
+    losses = list(history.get("losses", []))
+    if len(losses) != step:
+        raise ValueError(
+            f"checkpoint {os.fspath(path)!r}: {len(losses)} recorded losses for step {step}; "
+            "it was not written by fit"
+        )
+    return (
+        tree["params"],
+        tree["opt_state"],
+        step,
+        losses,
+        list(history.get("eval_steps", [])),
+        list(history.get("evals", [])),
+    )
+
+
+def fit(
+    loss_fn,
+    params,
+    optimizer,
+    data,
+    steps: int,
+    *,
+    opt_state=None,
+    eval_fn=None,
+    eval_every: int | None = None,
+    checkpoint=None,
+    checkpoint_every: int | None = None,
+    resume: bool = True,
+    mesh=None,
+    batch_axis=1,
+    progress: bool = True,
+    log_every: int | None = None,
+) -> FitResult:
+    """Train ``params`` with ``optimizer`` on ``loss_fn`` until step ``steps``.
+
+    Args:
+      loss_fn: ``loss_fn(params, batch) -> scalar``, traceable by JAX (e.g. the mean over the
+        batch of a per-sequence loss).
+      params: a pytree of floating arrays.
+      optimizer: an ``optax.GradientTransformation``, e.g. ``optax.adam(1e-2)``.
+      data: ``data(step) -> batch``, a pure function of the step index (so that a resumed
+        run sees the same batches; see :mod:`jaxrnn.tasks`), or one fixed batch used at
+        every step.
+      steps: the total number of steps; a run resumed at step k does ``steps - k`` more.
+      opt_state: the initial optimizer state (default ``optimizer.init(params)``).
+      eval_fn: optional ``eval_fn(params) -> scalar or dict of scalars`` (jit-compiled),
+        run every ``eval_every`` steps, or once at the end if ``eval_every`` is None.
+      eval_every: interval of evaluation in steps.
+      checkpoint: optional path of a checkpoint file (see :mod:`jaxrnn.checkpoint`). It is
+        written every ``checkpoint_every`` steps and at the end, with params, optimizer
+        state, step, losses and evals. If it exists and ``resume`` is true, training
+        continues from it (its tree, shapes and dtypes must match ``params`` and
+        ``opt_state``).
+      checkpoint_every: interval of checkpoints in steps (default: only at the end).
+      resume: continue from an existing ``checkpoint`` (default True); if False, it is
+        overwritten.
+      mesh: optional 1-D ``jax.sharding.Mesh`` (:func:`jaxrnn.sharding.data_mesh`): params
+        and optimizer state are replicated on its devices and each batch is split along
+        ``batch_axis``; the same step then runs data-parallel on N devices.
+      batch_axis: the batch axis of the batch's leaves (an int, or a pytree prefix of the
+        batch such as ``(1, 0)`` for ``(xs (T, B, D), ys (B, 1))``); used with ``mesh``.
+      progress: show a tqdm progress bar with the running loss.
+      log_every: steps between refreshes of the running loss (default: about 1% of steps).
+
+    Returns:
+      ``FitResult(params, opt_state, history)`` with ``history.losses`` of shape (steps,).
+    """
+    from jaxrnn import sharding
+
+    _check_arguments(
+        loss_fn, params, optimizer, steps, eval_fn, eval_every, checkpoint, checkpoint_every
+    )
+    _check_optional_interval(log_every, name="log_every")
+    get_batch = data if callable(data) else (lambda step: data)
+    if opt_state is None:
+        opt_state = optimizer.init(params)
+    start, losses, eval_steps, evals = 0, [], [], []
+    if checkpoint is not None and resume and os.path.exists(checkpoint):
+        params, opt_state, start, losses, eval_steps, evals = _restore(
+            checkpoint, params, opt_state, steps
+        )
+
+    train_step = make_step(loss_fn, optimizer)
+    place_batch = lambda batch: batch
+    if mesh is None:
+        train_step = jax.jit(train_step)
+    else:
+        params, opt_state = sharding.replicate((params, opt_state), mesh)
+        everywhere = sharding.replicated(mesh)
+        train_step = jax.jit(train_step, out_shardings=(everywhere, everywhere, everywhere))
+        place_batch = lambda batch: sharding.shard_batch(batch, mesh, batch_axis)
+    evaluate = jax.jit(eval_fn) if eval_fn is not None else None
+    loss_dtype = _check_loss(loss_fn, params, get_batch(min(start, steps - 1)))
+
+    def save(step):
+        recorded = [float(x) for x in jax.device_get(losses)]
+        losses[:] = recorded
+        history = {"losses": recorded, "eval_steps": eval_steps, "evals": evals}
+        tree = jax.device_get({"params": params, "opt_state": opt_state})
+        ckpt.save(checkpoint, tree, step=step, metadata=history)
+
+    log_every = log_every or max(1, steps // 100)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=steps, initial=start, disable=not progress, unit="step", desc="fit")
+    try:
+        for step in range(start, steps):
+            params, opt_state, loss = train_step(params, opt_state, place_batch(get_batch(step)))
+            losses.append(loss)
+            done = step + 1
+            bar.update(1)
+            if progress and (done % log_every == 0 or done == steps):
+                recent = jax.device_get(losses[-log_every:])
+                bar.set_postfix_str(f"loss={np.mean(recent):.4g}", refresh=False)
+            if evaluate is not None and (
+                (eval_every is not None and done % eval_every == 0)
+                or (eval_every is None and done == steps)
+            ):
+                eval_steps.append(done)
+                evals.append(_eval_value(jax.device_get(evaluate(params)), done))
+                if progress:
+                    bar.write(f"step {done}: eval {_short(evals[-1])}")
+            if checkpoint is not None and (
+                done == steps or (checkpoint_every is not None and done % checkpoint_every == 0)
+            ):
+                save(done)
+    finally:
+        bar.close()
+    history = History(
+        losses=np.asarray(jax.device_get(losses), dtype=loss_dtype),
+        eval_steps=np.asarray(eval_steps, dtype=np.int64),
+        evals=evals,
+    )
+    return FitResult(params, opt_state, history)
