@@ -88,7 +88,7 @@ def batch_shape_tuple(batch_shape, *, name: str = "batch_shape") -> tuple[int, .
         batch_shape = (batch_shape,)
     try:
         shape = tuple(int(d) for d in batch_shape)
-    except TypeError:
+    except (TypeError, ValueError):
         raise ValueError(
             f"{name}: expected an int or a tuple of ints, got {batch_shape!r}"
         ) from None

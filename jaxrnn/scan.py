@@ -56,7 +56,8 @@ def _check_carry_type(cell, params, carry, xs):
     returned = jax.tree_util.tree_structure(new_carry)
     if given != returned:
         raise ValueError(f"carry: the cell returns a carry of structure {returned}, got {given}")
-    for old, new in zip(jax.tree_util.tree_leaves(carry), jax.tree_util.tree_leaves(new_carry)):
+    old_leaves = jax.tree_util.tree_leaves(carry)
+    for old, new in zip(old_leaves, jax.tree_util.tree_leaves(new_carry), strict=True):
         if shape_of(old) != new.shape or jnp.dtype(dtype_of(old)) != new.dtype:
             raise ValueError(
                 f"carry: the cell maps a carry leaf of shape {shape_of(old)} and dtype "
@@ -172,9 +173,7 @@ def bidirectional(
             raise ValueError(f"{name}: expected a pair (forward, backward), got {type(value)}")
     if not (callable(cell_fw) and callable(cell_bw)):
         raise ValueError("cells: expected a callable cell or a pair of callable cells")
-    carry_fw, ys_fw = scan(
-        cell_fw, params[0], carries[0], xs, lengths=lengths, unroll=unroll
-    )
+    carry_fw, ys_fw = scan(cell_fw, params[0], carries[0], xs, lengths=lengths, unroll=unroll)
     carry_bw, ys_bw = scan(
         cell_bw, params[1], carries[1], xs, lengths=lengths, reverse=True, unroll=unroll
     )

@@ -29,7 +29,7 @@ def uniform_weights(key, names_shapes, hidden: int, dtype):
     keys = jax.random.split(key, len(names_shapes))
     return {
         name: jax.random.uniform(k, shape, dtype, -bound, bound)
-        for k, (name, shape) in zip(keys, names_shapes.items())
+        for k, (name, shape) in zip(keys, names_shapes.items(), strict=True)
     }
 
 

@@ -52,7 +52,7 @@ def apply(params: dict, carry, x):
     check_params(params, {name: () for name in WEIGHTS})
     if not (isinstance(carry, tuple) and len(carry) == 2):
         raise ValueError(f"carry: expected a tuple (c, h), got {type(carry).__name__}")
-    for part, name in zip(carry, ("carry[0] (c)", "carry[1] (h)")):
+    for part, name in zip(carry, ("carry[0] (c)", "carry[1] (h)"), strict=True):
         if shape_of(part) != shape_of(x):
             raise ValueError(
                 f"{name}: expected the shape of x, {shape_of(x)}, got {shape_of(part)}"

@@ -26,7 +26,7 @@ def tour():
 
     key = jax.random.PRNGKey(0)
     n_steps, batch, in_dim, hidden = 20, 3, 4, 8
-    xs = jax.random.normal(key, (n_steps, batch, in_dim))
+    xs = jax.random.normal(key, (n_steps, batch, in_dim), jnp.float32)
     for name, module in _cell_modules().items():
         if name == "lstm_scalar":
             params, carry, seq = module.init(key), module.init_carry((batch,)), xs[..., 0]
@@ -49,8 +49,9 @@ def tour():
 
     params = lstm.init(key, in_dim, hidden)
     lengths = jnp.array([20, 7, 1])
-    (c, h), ys = jaxrnn.scan(lstm.apply, params, lstm.init_carry((batch,), hidden), xs,
-                             lengths=lengths)
+    (c, h), ys = jaxrnn.scan(
+        lstm.apply, params, lstm.init_carry((batch,), hidden), xs, lengths=lengths
+    )
     alone = jaxrnn.scan(lstm.apply, params, lstm.init_carry((), hidden), xs[:7, 1])[0][1]
     yield (
         f"lengths {lengths.tolist()}: carry of sequence 2 equals running it alone to "

@@ -1,0 +1,285 @@
+"""Each cell against a NumPy reference loop written here, under jit, vmap and grad."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxrnn
+from jaxrnn.cells import elman, gru, lstm, lstm_scalar, threshold
+
+KEY = jax.random.PRNGKey(0)
+T, B, D, H = 6, 3, 4, 5
+
+
+def np_sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def np_params(params):
+    return {k: np.asarray(v) for k, v in params.items()}
+
+
+def np_elman(p, xs, h, act):
+    ys = []
+    for x in xs:
+        h = act(p["W"] @ h + p["U"] @ x + p["b"])
+        ys.append(h)
+    return h, np.stack(ys)
+
+
+def np_lstm(p, xs, c, h):
+    ys = []
+    for x in xs:
+        i = np_sigmoid(p["W_i"] @ x + p["U_i"] @ h + p["b_i"])
+        f = np_sigmoid(p["W_f"] @ x + p["U_f"] @ h + p["b_f"])
+        o = np_sigmoid(p["W_o"] @ x + p["U_o"] @ h + p["b_o"])
+        g = np.tanh(p["W_c"] @ x + p["U_c"] @ h + p["b_c"])
+        c = f * c + i * g
+        h = o * np.tanh(c)
+        ys.append(h)
+    return (c, h), np.stack(ys)
+
+
+def np_lstm_scalar(p, xs, c, h):
+    ys = []
+    for x in xs:
+        i = np_sigmoid(p["w_ix"] * x + p["w_ih"] * h)
+        f = np_sigmoid(p["w_fx"] * x + p["w_fh"] * h)
+        o = np_sigmoid(p["w_ox"] * x + p["w_oh"] * h)
+        g = np.tanh(p["w_gx"] * x + p["w_gh"] * h)
+        c = f * c + i * g
+        h = o * np.tanh(c)
+        ys.append(h)
+    return (c, h), np.array(ys)
+
+
+def np_gru(p, xs, h):
+    ys = []
+    for x in xs:
+        r = np_sigmoid(p["W_r"] @ x + p["U_r"] @ h + p["b_r"])
+        z = np_sigmoid(p["W_z"] @ x + p["U_z"] @ h + p["b_z"])
+        n = np.tanh(p["W_n"] @ x + p["b_n"] + r * (p["U_n"] @ h + p["b_hn"]))
+        h = (1 - z) * n + z * h
+        ys.append(h)
+    return h, np.stack(ys)
+
+
+def np_threshold(p, xs, h):
+    ys = []
+    for x in xs:
+        h = (p["U"] @ x + p["W"] @ h + p["b_h"] > 0).astype(float)
+        ys.append((p["V"] @ h + p["b_y"] > 0).astype(float))
+    return h, np.stack(ys)
+
+
+def random_biases(params, key):
+    """Non-zero biases, so that the tests see every term of the equations."""
+    out = dict(params)
+    for k, name in enumerate(sorted(n for n in params if n.startswith("b"))):
+        out[name] = jax.random.normal(jax.random.fold_in(key, k), params[name].shape)
+    return out
+
+
+@pytest.mark.parametrize("activation, np_act", [("tanh", np.tanh), ("sigmoid", np_sigmoid)])
+def test_elman_matches_numpy(activation, np_act):
+    params = random_biases(elman.init(KEY, D, H, dtype=jnp.float64), KEY)
+    xs = jax.random.normal(KEY, (T, B, D))
+    h0 = jax.random.normal(jax.random.PRNGKey(1), (B, H))
+    cell = lambda p, c, x: elman.apply(p, c, x, activation=activation)
+    h, ys = jaxrnn.scan(cell, params, h0, xs)
+    p = np_params(params)
+    for n in range(B):
+        h_ref, ys_ref = np_elman(p, np.asarray(xs[:, n]), np.asarray(h0[n]), np_act)
+        np.testing.assert_allclose(h[n], h_ref, rtol=1e-12)
+        np.testing.assert_allclose(ys[:, n], ys_ref, rtol=1e-12)
+
+
+def test_lstm_matches_numpy():
+    params = random_biases(lstm.init(KEY, D, H, dtype=jnp.float64), KEY)
+    xs = jax.random.normal(KEY, (T, B, D))
+    c0 = jax.random.normal(jax.random.PRNGKey(1), (B, H))
+    h0 = jax.random.normal(jax.random.PRNGKey(2), (B, H))
+    (c, h), ys = jaxrnn.scan(lstm.apply, params, (c0, h0), xs)
+    p = np_params(params)
+    for n in range(B):
+        (c_ref, h_ref), ys_ref = np_lstm(
+            p, np.asarray(xs[:, n]), np.asarray(c0[n]), np.asarray(h0[n])
+        )
+        np.testing.assert_allclose(c[n], c_ref, rtol=1e-12)
+        np.testing.assert_allclose(h[n], h_ref, rtol=1e-12)
+        np.testing.assert_allclose(ys[:, n], ys_ref, rtol=1e-12)
+
+
+def test_lstm_scalar_matches_numpy_and_has_exactly_eight_weights():
+    params = lstm_scalar.init(KEY, dtype=jnp.float64)
+    assert sorted(params) == sorted(
+        ["w_ix", "w_ih", "w_fx", "w_fh", "w_ox", "w_oh", "w_gx", "w_gh"]
+    )
+    xs = jax.random.normal(KEY, (T,))
+    (c, h), ys = jaxrnn.scan(
+        lstm_scalar.apply, params, lstm_scalar.init_carry((), 1, jnp.float64), xs
+    )
+    (c_ref, h_ref), ys_ref = np_lstm_scalar(np_params(params), np.asarray(xs), 0.0, 0.0)
+    np.testing.assert_allclose(ys, ys_ref, rtol=1e-12)
+    np.testing.assert_allclose([c, h], [c_ref, h_ref], rtol=1e-12)
+
+
+def test_lstm_scalar_batched():
+    params = lstm_scalar.init(KEY, dtype=jnp.float64)
+    xs = jax.random.normal(KEY, (T, 2, 3))
+    _, ys = jaxrnn.scan(
+        lstm_scalar.apply, params, lstm_scalar.init_carry((2, 3), 1, jnp.float64), xs
+    )
+    _, ys_ref = np_lstm_scalar(np_params(params), np.asarray(xs[:, 1, 2]), 0.0, 0.0)
+    np.testing.assert_allclose(ys[:, 1, 2], ys_ref, rtol=1e-12)
+
+
+def test_gru_matches_numpy():
+    params = random_biases(gru.init(KEY, D, H, dtype=jnp.float64), KEY)
+    xs = jax.random.normal(KEY, (T, B, D))
+    h0 = jax.random.normal(jax.random.PRNGKey(1), (B, H))
+    h, ys = jaxrnn.scan(gru.apply, params, h0, xs)
+    p = np_params(params)
+    for n in range(B):
+        h_ref, ys_ref = np_gru(p, np.asarray(xs[:, n]), np.asarray(h0[n]))
+        np.testing.assert_allclose(h[n], h_ref, rtol=1e-12)
+        np.testing.assert_allclose(ys[:, n], ys_ref, rtol=1e-12)
+
+
+def test_threshold_matches_numpy_and_step_of_zero_is_zero():
+    params = threshold.init(KEY, 2, 3, dtype=jnp.float64)
+    xs = jax.random.bernoulli(KEY, 0.5, (T, B, 2)).astype(jnp.float64)
+    h, ys = jaxrnn.scan(threshold.apply, params, threshold.init_carry((B,), 3, jnp.float64), xs)
+    p = np_params(params)
+    for n in range(B):
+        h_ref, ys_ref = np_threshold(p, np.asarray(xs[:, n]), np.zeros(3))
+        np.testing.assert_array_equal(h[n], h_ref)
+        np.testing.assert_array_equal(ys[:, n], ys_ref)
+    np.testing.assert_array_equal(threshold.step(jnp.array([-1.0, 0.0, 1e-30])), [0, 0, 1])
+
+
+def test_threshold_accepts_integer_bits():
+    params = threshold.init(KEY, 2, 3)
+    h, y = threshold.apply(params, threshold.init_carry((4,), 3), jnp.ones((4, 2), jnp.int32))
+    assert h.dtype == jnp.float32 and y.shape == (4, 1)
+
+
+@pytest.mark.parametrize("module", [elman, gru])
+def test_jit_vmap_and_grad(module):
+    params = module.init(KEY, D, H, dtype=jnp.float64)
+    xs = jax.random.normal(KEY, (T, B, D))
+
+    def loss(p, xs_one):
+        _, ys = jaxrnn.scan(module.apply, p, module.init_carry((), H, jnp.float64), xs_one)
+        return jnp.sum(ys**2)
+
+    batched = jax.jit(jax.vmap(loss, in_axes=(None, 1)))(params, xs)
+    direct = jnp.array([loss(params, xs[:, n]) for n in range(B)])
+    np.testing.assert_allclose(batched, direct, rtol=1e-12)
+    grads = jax.grad(loss)(params, xs[:, 0])
+    # central finite difference on one weight entry
+    eps = 1e-6
+    bumped = lambda s: {
+        **params,
+        "W" if module is elman else "U_r": (
+            params["W" if module is elman else "U_r"].at[1, 2].add(s)
+        ),
+    }
+    fd = (loss(bumped(eps), xs[:, 0]) - loss(bumped(-eps), xs[:, 0])) / (2 * eps)
+    name = "W" if module is elman else "U_r"
+    np.testing.assert_allclose(grads[name][1, 2], fd, rtol=1e-6)
+
+
+def test_lstm_forget_bias_and_init_shapes():
+    params = lstm.init(KEY, 3, 7, forget_bias=1.0)
+    np.testing.assert_array_equal(params["b_f"], np.ones(7))
+    np.testing.assert_array_equal(params["b_i"], np.zeros(7))
+    assert params["W_c"].shape == (7, 3) and params["U_o"].shape == (7, 7)
+    bound = 1 / np.sqrt(7)
+    assert float(jnp.max(jnp.abs(params["U_i"]))) <= bound
+    c, h = lstm.init_carry((2, 5), 7)
+    assert c.shape == h.shape == (2, 5, 7)
+
+
+# --- bad input -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: elman.init(KEY, 0, 3), "in_dim: expected a positive integer, got 0"),
+        (lambda: elman.init(KEY, 2, 2.5), "hidden: expected a positive integer"),
+        (lambda: lstm_scalar.init(KEY, 2, 1), "in_dim, hidden"),
+        (lambda: elman.init_carry((2, -1), 3), "batch_shape: expected non-negative"),
+        (lambda: elman.init_carry("ab", 3), "batch_shape: expected an int or a tuple"),
+        (
+            lambda: elman.apply(elman.init(KEY, 2, 3), jnp.zeros((3,)), jnp.zeros((4,))),
+            r"x: expected shape \(\*batch, 2\), got \(4,\)",
+        ),
+        (
+            lambda: elman.apply(elman.init(KEY, 2, 3), jnp.zeros((4,)), jnp.zeros((2,))),
+            r"carry: expected shape \(\*batch, 3\), got \(4,\)",
+        ),
+        (
+            lambda: elman.apply(
+                {"W": jnp.zeros((3, 3)), "U": jnp.zeros((3, 2))}, jnp.zeros(3), jnp.zeros(2)
+            ),
+            r"params: missing entries \['b'\]",
+        ),
+        (
+            lambda: elman.apply(
+                {**elman.init(KEY, 2, 3), "W": jnp.zeros((3, 4))}, jnp.zeros(3), jnp.zeros(2)
+            ),
+            r"params\['W'\]: expected shape \(3, 3\), got \(3, 4\)",
+        ),
+        (
+            lambda: elman.apply(
+                {**elman.init(KEY, 2, 3), "extra": jnp.zeros(1)}, jnp.zeros(3), jnp.zeros(2)
+            ),
+            r"unexpected entries \['extra'\]",
+        ),
+        (lambda: elman.apply([1, 2], jnp.zeros(3), jnp.zeros(2)), "params: expected a dict"),
+        (
+            lambda: elman.apply(
+                elman.init(KEY, 2, 3), jnp.zeros(3), jnp.zeros(2), activation="relu"
+            ),
+            "activation: expected one of",
+        ),
+        (
+            lambda: lstm.apply(lstm.init(KEY, 2, 3), jnp.zeros((3,)), jnp.zeros((2,))),
+            r"carry: expected a tuple \(c, h\)",
+        ),
+        (
+            lambda: lstm.apply(lstm.init(KEY, 2, 3), (jnp.zeros(3), jnp.zeros(4)), jnp.zeros(2)),
+            r"carry\[1\] \(h\): expected shape \(\*batch, 3\), got \(4,\)",
+        ),
+        (
+            lambda: lstm.apply(
+                {**lstm.init(KEY, 2, 3), "b_o": jnp.zeros(2)}, lstm.init_carry((), 3), jnp.zeros(2)
+            ),
+            r"params\['b_o'\]: expected shape \(3,\), got \(2,\)",
+        ),
+        (
+            lambda: gru.apply(
+                {**gru.init(KEY, 2, 3), "U_z": jnp.zeros((3, 3), jnp.int32)},
+                jnp.zeros(3),
+                jnp.zeros(2),
+            ),
+            r"params\['U_z'\]: expected a floating",
+        ),
+        (
+            lambda: lstm_scalar.apply(
+                lstm_scalar.init(KEY), lstm_scalar.init_carry((2,)), jnp.zeros(3)
+            ),
+            r"carry\[0\] \(c\): expected the shape of x",
+        ),
+        (
+            lambda: threshold.apply(threshold.init(KEY, 2, 3), jnp.zeros(3), jnp.zeros(3)),
+            r"x: expected shape \(\*batch, 2\), got \(3,\)",
+        ),
+    ],
+)
+def test_bad_input_raises_clear_value_error(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
