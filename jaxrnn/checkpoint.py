@@ -166,7 +166,6 @@ def save(path, tree, *, step: int, metadata=None) -> None:
 
 
 def _open_archive(path):
-    path = os.fspath(path)
     if not os.path.isfile(path):
         raise ValueError(f"path: no checkpoint file at {path!r}")
     try:
@@ -180,6 +179,7 @@ def _open_archive(path):
 
 def read_manifest(path) -> dict:
     """The manifest of the checkpoint at ``path`` (step, leaves, metadata, ...)."""
+    path = os.fspath(path)
     with _open_archive(path) as archive:
         return _manifest_of(archive, path)
 
@@ -258,6 +258,7 @@ def restore(path, like):
       ValueError: the file is missing, truncated or not a checkpoint; its tree, a shape or a
         dtype differs from ``like``; or its contents do not match the checksum.
     """
+    path = os.fspath(path)
     with _open_archive(path) as archive:
         manifest = _manifest_of(archive, path)
         treedef = _check_against_template(manifest, like, path)
