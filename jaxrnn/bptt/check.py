@@ -1,0 +1,205 @@
+"""The checker: anyone's hand BPTT against autodiff, per quantity and per time step.
+
+``check(hand, model, params, xs, dL_dh)`` runs ``hand`` and the autodiff reference of
+:mod:`jaxrnn.bptt.reference` (never the library's own hand formulas) and reports, for every
+name ``hand`` returns, the largest absolute and relative error and the first time step the
+backward pass gets wrong. Since the backward pass runs from step T down to 1 and an error
+spreads from where it is made to the earlier steps, the value computed wrong first (the
+largest step, and within it the quantity computed first) is where the mistake is:
+``report.blame``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrnn.bptt import elman as elman_module
+from jaxrnn.bptt import lstm as lstm_module
+from jaxrnn.bptt import lstm_scalar as lstm_scalar_module
+from jaxrnn.bptt import reference
+
+#: model name -> (autodiff reference, per-step names in the order one backward step
+#: computes them). Every other name is a parameter gradient, without a time axis.
+MODELS = {
+    "lstm_scalar": (reference.lstm_scalar, lstm_scalar_module.STEP_NAMES),
+    "lstm": (reference.lstm, lstm_module.STEP_NAMES),
+    "elman": (reference.elman, elman_module.STEP_NAMES),
+}
+
+#: Default relative tolerance per dtype.
+DEFAULT_RTOL = {np.dtype(np.float64): 1e-9, np.dtype(np.float32): 1e-4}
+
+
+@dataclass(frozen=True)
+class Quantity:
+    """The comparison of one returned name with autodiff.
+
+    An entry differs when |hand - ref| > atol + rtol |ref|, with atol = rtol max|ref| (the
+    scale of that quantity). ``max_rel_error`` is max |hand - ref| / (|ref| + atol).
+    ``wrong_steps`` are the 1-based steps with a differing entry (empty for parameter
+    gradients and for agreement); ``first_step`` is the first of them the backward pass
+    computes, i.e. the largest, or ``None``.
+    """
+
+    name: str
+    per_step: bool
+    max_abs_error: float
+    max_rel_error: float
+    ok: bool
+    wrong_steps: tuple[int, ...] = ()
+
+    @property
+    def first_step(self) -> int | None:
+        return max(self.wrong_steps) if self.wrong_steps else None
+
+
+@dataclass(frozen=True)
+class Report:
+    """The result of :func:`check`: one :class:`Quantity` per returned name."""
+
+    model: str
+    n_steps: int
+    dtype: str
+    rtol: float
+    quantities: dict
+    step_order: tuple
+
+    @property
+    def ok(self) -> bool:
+        return all(q.ok for q in self.quantities.values())
+
+    def __getitem__(self, name: str) -> Quantity:
+        return self.quantities[name]
+
+    @property
+    def blame(self) -> tuple[str, int | None] | None:
+        """(name, step) of the first value the backward pass gets wrong; ``None`` if ok.
+
+        The largest first wrong step wins; at equal steps, the quantity computed first in
+        one backward step. Parameter gradients (step ``None``) are blamed only when every
+        per-step quantity agrees.
+        """
+        wrong = [q for q in self.quantities.values() if not q.ok]
+        if not wrong:
+            return None
+        stepped = [q for q in wrong if q.first_step is not None]
+        if stepped:
+            worst = max(stepped, key=lambda q: (q.first_step, -self.step_order.index(q.name)))
+            return worst.name, worst.first_step
+        return wrong[0].name, None
+
+    def __str__(self) -> str:
+        n_wrong = sum(not q.ok for q in self.quantities.values())
+        lines = [
+            f"BPTT check of {self.model!r} against autodiff (T = {self.n_steps}, {self.dtype}, "
+            f"rtol {self.rtol:g}): {n_wrong} of {len(self.quantities)} quantities differ",
+            f"  {'name':14s}{'max abs err':>13s}{'max rel err':>13s}  first wrong step",
+        ]
+        for q in self.quantities.values():
+            if q.ok:
+                verdict = "ok"
+            elif q.per_step:
+                n = len(q.wrong_steps)
+                verdict = f"{q.first_step:<6d} DIFFERS at {n} step{'s' * (n > 1)}"
+            else:
+                verdict = "-      DIFFERS"
+            lines.append(f"  {q.name:14s}{q.max_abs_error:13.2e}{q.max_rel_error:13.2e}  {verdict}")
+        blame = self.blame
+        if blame is None:
+            lines.append("all agree: the formulas match autodiff")
+        elif blame[1] is None:
+            lines.append(f"blame: {blame[0]!r} (every per-step adjoint agrees)")
+        else:
+            lines.append(
+                f"blame: {blame[0]!r} at step {blame[1]}, the first value the backward pass "
+                f"(t = {self.n_steps}..1) gets wrong; errors in other names may follow from it"
+            )
+        return "\n".join(lines)
+
+
+def _compare(name, got, ref, rtol, per_step) -> Quantity:
+    got, ref = np.asarray(got, dtype=ref.dtype), np.asarray(ref)
+    diff = np.abs(got - ref)
+    atol = rtol * max(float(np.max(np.abs(ref), initial=0.0)), np.finfo(ref.dtype).tiny)
+    bad = ~(diff <= atol + rtol * np.abs(ref))  # NaN counts as bad
+    rel = diff / (np.abs(ref) + atol)
+    steps = ()
+    if per_step:
+        bad_step = bad.reshape(bad.shape[0], -1).any(axis=1)
+        steps = tuple(int(t) + 1 for t in np.flatnonzero(bad_step))
+    return Quantity(
+        name=name,
+        per_step=per_step,
+        max_abs_error=float(np.max(diff, initial=0.0)) if not np.isnan(diff).any() else np.nan,
+        max_rel_error=float(np.max(rel, initial=0.0)) if not np.isnan(rel).any() else np.nan,
+        ok=not bool(bad.any()),
+        wrong_steps=steps,
+    )
+
+
+def check(hand, model: str, params, xs, dL_dh, *, rtol: float | None = None, **options):
+    """Compare a hand BPTT with autodiff, per returned name and per time step.
+
+    Args:
+      hand: ``hand(params, xs, dL_dh, **options) -> dict``, the signature of the library's
+        ``jaxrnn.bptt.<model>``, returning some or all of its names with the same shapes
+        and meanings (per-step entries with step t at index t-1).
+      model: ``"lstm_scalar"``, ``"lstm"`` or ``"elman"``.
+      params, xs, dL_dh: as for ``jaxrnn.bptt.<model>``.
+      rtol: relative tolerance; default 1e-9 in float64, 1e-4 in float32.
+      options: passed to both, e.g. ``activation="sigmoid"`` for the Elman RNN.
+
+    Returns:
+      A :class:`Report`: ``report.ok``, ``report[name]`` (max errors, ``first_step``,
+      ``ok``), ``report.blame`` and a readable ``str(report)``.
+
+    Raises:
+      ValueError: an unknown model, a non-callable ``hand``, a result that is not a dict,
+        unknown names or wrong shapes (naming them).
+    """
+    if model not in MODELS:
+        raise ValueError(f"model: expected one of {sorted(MODELS)}, got {model!r}")
+    if not callable(hand):
+        raise ValueError(f"hand: expected a function (params, xs, dL_dh) -> dict, got {hand!r}")
+    reference_fn, step_names = MODELS[model]
+    expected = reference_fn(params, xs, dL_dh, **options)
+    got = hand(params, xs, dL_dh, **options)
+    if not isinstance(got, Mapping) or not got:
+        raise ValueError(
+            f"hand: expected to return a non-empty dict of name -> array, got "
+            f"{type(got).__name__} {got!r:.80}"
+        )
+    unknown = sorted(str(name) for name in got if name not in expected)
+    if unknown:
+        raise ValueError(
+            f"hand: returned unknown names {unknown}; the names of {model!r} are {sorted(expected)}"
+        )
+    for name, value in got.items():
+        if np.shape(value) != expected[name].shape:
+            raise ValueError(
+                f"hand: returned {name!r} of shape {np.shape(value)}, expected "
+                f"{expected[name].shape}"
+            )
+    dtype = np.dtype(expected[next(iter(got))].dtype)
+    if rtol is None:
+        rtol = DEFAULT_RTOL.get(dtype, 1e-4)
+    if not (isinstance(rtol, (int, float)) and 0 < rtol < 1):
+        raise ValueError(f"rtol: expected a number in (0, 1), got {rtol!r}")
+    order = [name for name in step_names if name in got]
+    order += [name for name in expected if name in got and name not in step_names]
+    quantities = {
+        name: _compare(name, got[name], np.asarray(expected[name]), rtol, name in step_names)
+        for name in order
+    }
+    return Report(
+        model=model,
+        n_steps=int(jnp.shape(xs)[0]),
+        dtype=str(dtype),
+        rtol=float(rtol),
+        quantities=quantities,
+        step_order=tuple(step_names),
+    )
