@@ -1,0 +1,17 @@
+"""Parallel-in-time recurrences: linear ones by associative scan, nonlinear ones by Newton.
+
+- :func:`linear_recurrence`: h_t = A_t h_{t-1} + b_t in about 2 log2 T levels.
+- :func:`deer`: any cell's trajectory as the fixed point of Newton iterations whose
+  linear solves are :func:`linear_recurrence` (DEER; quasi-DEER with diagonal Jacobians).
+"""
+
+from jaxrnn.parallel.deer import DeerInfo, DeerNotConverged, DeerNotConvergedWarning, deer
+from jaxrnn.parallel.linear import linear_recurrence
+
+__all__ = [
+    "DeerInfo",
+    "DeerNotConverged",
+    "DeerNotConvergedWarning",
+    "deer",
+    "linear_recurrence",
+]

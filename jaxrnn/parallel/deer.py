@@ -1,0 +1,345 @@
+"""Evaluate a nonlinear recurrence in parallel over time by Newton's method (DEER).
+
+Write the trajectory of a cell as one unknown S = (s_1, ..., s_T), with s_t the carry
+after step t (flattened to a vector) and s_0 the initial carry. It solves
+
+    s_t = f(s_{t-1}, x_t),   t = 1..T.
+
+Newton linearises f around the current guess S^(k) and solves the linear recurrence
+
+    s_t^(k+1) = J_t s_{t-1}^(k+1) + [f(s_{t-1}^(k), x_t) - J_t s_{t-1}^(k)],
+    J_t = df/ds (s_{t-1}^(k), x_t),
+
+for all t at once with :func:`jaxrnn.parallel.linear_recurrence` (O(log T) depth); the
+Jacobians of all T steps are evaluated in parallel too. (Lim et al., ICLR 2024, "DEER".)
+With only the diagonal of J_t (quasi-DEER, Gonzalez et al., NeurIPS 2024) each solve is
+elementwise; convergence is then linear rather than quadratic. Either way iteration k
+makes s_1..s_k exact, so T iterations always suffice in exact arithmetic; DEER pays off
+when far fewer do, which happens when the Jacobian chain contracts (SPEC §5): errors of
+early steps then fade along the sequence instead of being amplified.
+
+Gradients do not differentiate through the iterations. At the fixed point, the adjoint
+(lambda_t = dL/ds_t, with g_t the direct cotangent of s_t)
+
+    lambda_T = g_T,     lambda_t = g_t + J_{t+1}^T lambda_{t+1},
+
+is again a linear recurrence, solved in reverse by the same associative scan; then
+dL/dtheta = sum_t lambda_t^T df/dtheta (s_{t-1}, x_t), dL/dx_t = lambda_t^T df/dx_t and
+dL/ds_0 = J_1^T lambda_1 (implicit differentiation). The adjoint uses the full Jacobians
+in both modes, so gradients are exact whichever ``jacobian`` ran forward.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import warnings
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from jaxrnn._checks import check_positive_int, dtype_of, is_concrete, shape_of
+from jaxrnn.parallel.linear import linear_recurrence
+from jaxrnn.scan import scan
+
+JACOBIANS = ("full", "diagonal")
+ON_FAILURE = ("warn", "raise", "nan", "ignore")
+
+
+class DeerInfo(NamedTuple):
+    """What the Newton iterations did; fields have the batch shape (*batch,) first.
+
+    Attributes:
+      iterations: Newton iterations run (int).
+      converged: whether the last update was at most ``tol`` (bool).
+      update_norms: (*batch, max_iters): max |S^(k) - S^(k-1)| after iteration k
+        (1-based k at index k - 1); NaN for iterations not run.
+      residual: max_t |s_t - f(s_{t-1}, x_t)| of the returned trajectory.
+    """
+
+    iterations: jax.Array
+    converged: jax.Array
+    update_norms: jax.Array
+    residual: jax.Array
+
+
+class DeerNotConverged(RuntimeError):
+    """Raised by ``deer(..., on_failure="raise")`` when Newton did not converge."""
+
+    def __init__(self, message: str, info: DeerInfo):
+        super().__init__(message)
+        self.info = info
+
+
+class DeerNotConvergedWarning(RuntimeWarning):
+    """Warned by ``deer(..., on_failure="warn")`` when Newton did not converge."""
+
+
+def _default_tol(dtype) -> float:
+    return 1e-12 if jnp.finfo(dtype).bits >= 64 else 1e-5
+
+
+def _shifted(s0, states):
+    """(s_0, s_1, ..., s_{T-1}): the carries entering each step."""
+    return jnp.concatenate([s0[None], states[:-1]], axis=0)
+
+
+def _linearisation(step, params, s0, states, xs, jacobian: str):
+    """Transitions A_t and offsets b_t of the Newton linear recurrence around ``states``."""
+    prev = _shifted(s0, states)
+    values = jax.vmap(step, (None, 0, 0))(params, prev, xs)
+    jac = jax.vmap(jax.jacfwd(step, argnums=1), (None, 0, 0))(params, prev, xs)
+    if jacobian == "diagonal":
+        jac = jnp.diagonal(jac, axis1=-2, axis2=-1)
+        return jac, values - jac * prev
+    return jac, values - jnp.einsum("tij,tj->ti", jac, prev)
+
+
+def _newton(step, params, s0, xs, *, max_iters: int, tol: float, jacobian: str):
+    """Newton (or quasi-Newton) iterations on the whole trajectory of one sequence."""
+    n_steps = jax.tree_util.tree_leaves(xs)[0].shape[0]
+    guess = jnp.broadcast_to(s0, (n_steps,) + s0.shape)
+    history = jnp.full((max_iters,), jnp.nan, s0.dtype)
+
+    def keep_going(state):
+        k, _, _, update = state
+        return (k < max_iters) & (update > tol)  # False once the update is NaN
+
+    def iterate(state):
+        k, states, history, _ = state
+        transitions, offsets = _linearisation(step, params, s0, states, xs, jacobian)
+        new = linear_recurrence(transitions, offsets, s0)
+        update = jnp.max(jnp.abs(new - states))
+        return k + 1, new, history.at[k].set(update), update
+
+    start = (jnp.asarray(0, jnp.int32), guess, history, jnp.asarray(jnp.inf, s0.dtype))
+    k, states, history, update = jax.lax.while_loop(keep_going, iterate, start)
+    return states, k, update <= tol, history
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _fixed_point(step, params, s0, xs, states):
+    """Identity on the solved ``states``; its VJP is the implicit adjoint recurrence."""
+    return states
+
+
+def _fixed_point_fwd(step, params, s0, xs, states):
+    return states, (params, s0, xs, states)
+
+
+def _fixed_point_bwd(step, residuals, cotangent):
+    params, s0, xs, states = residuals
+    prev = _shifted(s0, states)
+    jac = jax.vmap(jax.jacfwd(step, argnums=1), (None, 0, 0))(params, prev, xs)
+    # lambda_t = g_t + J_{t+1}^T lambda_{t+1}: row t holds J_{t+1}^T (the last row meets 0).
+    transitions = jnp.swapaxes(jnp.roll(jac, -1, axis=0), -1, -2)
+    adjoint = linear_recurrence(transitions, cotangent, jnp.zeros_like(s0), reverse=True)
+    _, pullback = jax.vjp(jax.vmap(step, (None, 0, 0)), params, prev, xs)
+    params_bar, prev_bar, xs_bar = pullback(adjoint)
+    return params_bar, prev_bar[0], xs_bar, jnp.zeros_like(states)
+
+
+_fixed_point.defvjp(_fixed_point_fwd, _fixed_point_bwd)
+
+
+def _solve_one(cell, params, carry, xs, *, max_iters, tol, jacobian):
+    """DEER for one sequence: carry leaves without batch axes, xs leaves (T, ...)."""
+    s0, unravel = ravel_pytree(carry)
+
+    def step(p, s, x):
+        return ravel_pytree(cell(p, unravel(s), x)[0])[0]
+
+    frozen = jax.lax.stop_gradient((params, s0, xs))
+    solved, iterations, converged, history = _newton(
+        step, *frozen, max_iters=max_iters, tol=tol, jacobian=jacobian
+    )
+    states = _fixed_point(step, params, s0, xs, solved)
+    carries, ys = jax.vmap(lambda s, x: cell(params, unravel(s), x))(_shifted(s0, states), xs)
+    flat = jax.vmap(lambda c: ravel_pytree(c)[0])(carries)
+    residual = jnp.max(jnp.abs(jax.lax.stop_gradient(flat - states)))
+    final = jax.tree_util.tree_map(lambda leaf: leaf[-1], carries)
+    return final, ys, DeerInfo(iterations, converged, history, residual)
+
+
+def _check_arguments(cell, params, carry, xs, *, max_iters, tol, jacobian, batch_ndim, on_failure):
+    if not callable(cell):
+        raise ValueError(f"cell: expected a callable cell(params, carry, x), got {cell!r}")
+    check_positive_int(max_iters, name="max_iters")
+    if tol is not None:
+        if isinstance(tol, bool) or not isinstance(tol, (int, float, np.floating)):
+            raise ValueError(f"tol: expected a positive float or None, got {tol!r}")
+        if not (math.isfinite(tol) and tol > 0):
+            raise ValueError(f"tol: expected a positive finite float, got {tol!r}")
+    if jacobian not in JACOBIANS:
+        raise ValueError(f"jacobian: expected one of {JACOBIANS}, got {jacobian!r}")
+    if on_failure not in ON_FAILURE:
+        raise ValueError(f"on_failure: expected one of {ON_FAILURE}, got {on_failure!r}")
+    if isinstance(batch_ndim, bool) or not isinstance(batch_ndim, (int, np.integer)):
+        raise ValueError(f"batch_ndim: expected a non-negative int, got {batch_ndim!r}")
+    if batch_ndim < 0:
+        raise ValueError(f"batch_ndim: expected a non-negative int, got {batch_ndim}")
+    # The sequential runner validates carry, xs and the cell's carry type; reuse it, abstractly.
+    jax.eval_shape(lambda p, c, x: scan(cell, p, c, x), params, carry, xs)
+    carry_shapes = [shape_of(leaf) for leaf in jax.tree_util.tree_leaves(carry)]
+    xs_shapes = [shape_of(leaf) for leaf in jax.tree_util.tree_leaves(xs)]
+    batches = {s[:batch_ndim] for s in carry_shapes} | {s[1 : 1 + batch_ndim] for s in xs_shapes}
+    too_short = any(len(s) < batch_ndim for s in carry_shapes) or any(
+        len(s) < 1 + batch_ndim for s in xs_shapes
+    )
+    if too_short or len(batches) != 1:
+        raise ValueError(
+            f"batch_ndim: expected {batch_ndim} leading batch axes shared by every carry leaf "
+            f"and every xs leaf after T, got carry shapes {carry_shapes} and xs shapes "
+            f"{xs_shapes}"
+        )
+    if xs_shapes[0][0] < 1:
+        raise ValueError(f"xs: expected at least one time step, got shapes {xs_shapes}")
+    for leaf in jax.tree_util.tree_leaves(carry):
+        if not jnp.issubdtype(dtype_of(leaf), jnp.floating):
+            raise ValueError(f"carry: expected floating leaves, got dtype {dtype_of(leaf)}")
+
+
+def _not_converged_message(iterations, update) -> str:
+    return (
+        f"deer: Newton did not converge (iterations run: {iterations}, last update "
+        f"max |dS| = {update:.3g}); the trajectory is not the cell's. Raise max_iters, "
+        f"use jaxrnn.scan, or check the dynamics: an expanding Jacobian chain (spectral "
+        f"radius > 1, SPEC §5) makes Newton on the whole trajectory slow or divergent"
+    )
+
+
+def _warn_host(all_converged, iterations, update):
+    if not bool(all_converged):
+        warnings.warn(
+            _not_converged_message(int(iterations), float(update)),
+            DeerNotConvergedWarning,
+            stacklevel=2,
+        )
+
+
+def _last_update(info: DeerInfo):
+    """The last update norm of the worst batch element (NaN counts as the worst)."""
+    index = jnp.maximum(info.iterations - 1, 0)[..., None]
+    last = jnp.take_along_axis(info.update_norms, index, axis=-1)[..., 0]
+    return jnp.max(jnp.where(jnp.isnan(last), jnp.inf, last))
+
+
+def _poison(tree, converged, lead: int):
+    """Replace the floating outputs of non-converged batch elements by NaN."""
+
+    def poison(leaf):
+        if not jnp.issubdtype(leaf.dtype, jnp.inexact):
+            return leaf
+        mask = converged.reshape((1,) * lead + converged.shape)
+        mask = mask.reshape(mask.shape + (1,) * (leaf.ndim - mask.ndim))
+        return jnp.where(mask, leaf, jnp.nan)
+
+    return jax.tree_util.tree_map(poison, tree)
+
+
+def deer(
+    cell,
+    params,
+    carry,
+    xs,
+    *,
+    max_iters: int = 100,
+    tol: float | None = None,
+    jacobian: str = "full",
+    batch_ndim: int = 0,
+    on_failure: str = "warn",
+):
+    """Run ``cell`` over ``xs`` by Newton iterations on the whole trajectory (DEER).
+
+    Same result as ``jaxrnn.scan(cell, params, carry, xs)`` once converged; the plain-Python
+    meaning, per sequence (``f`` = the cell's carry map, ``s_0`` = the flattened carry)::
+
+        def deer(cell, params, carry, xs, max_iters, tol):
+            S = [s_0] * T                                   # the guess: s_t = s_0
+            for k in range(max_iters):
+                prev = [s_0] + S[:-1]
+                J = [df/ds(prev[t], xs[t]) for t in range(T)]          # or their diagonals
+                b = [f(prev[t], xs[t]) - J[t] @ prev[t] for t in range(T)]
+                S_new = linear_recurrence(J, b, s_0)                  # associative scan
+                done = max|S_new - S| <= tol
+                S = S_new
+                if done: break
+            carries, ys = [cell(params, prev_t, x_t) for prev_t, x_t in zip([s_0] + S[:-1], xs)]
+            return carries[-1], ys, info
+
+    Every loop over t above runs in parallel (vmap); only the Newton iterations are
+    sequential (a ``while_loop``). Cost per iteration: T Jacobians (H_c forward-mode passes
+    each, H_c the carry size, e.g. 2H for an LSTM's (c, h)) and one associative scan over
+    (T, H_c, H_c) matrices (``"full"``) or (T, H_c) diagonals (``"diagonal"``).
+
+    Non-convergence (too few iterations; NaN/inf from an expanding Jacobian chain) is never
+    returned silently: ``info.converged`` is False and ``on_failure`` says what else happens:
+    ``"warn"`` issues a :class:`DeerNotConvergedWarning` (works under ``jit``, through
+    ``jax.debug.callback``); ``"raise"`` raises :class:`DeerNotConverged` (only outside
+    ``jit``/``vmap``, where the result is concrete: a ``ValueError`` tells you so otherwise);
+    ``"nan"`` replaces the outputs of the failing sequences by NaN (works everywhere);
+    ``"ignore"`` leaves it to you to read ``info``.
+
+    Gradients (``jax.grad`` through ``deer``) use implicit differentiation at the fixed
+    point: one reverse associative scan for the adjoint (see the module docstring), not
+    backpropagation through the iterations. They equal the gradients of ``jaxrnn.scan``.
+
+    Args:
+      cell: ``cell(params, carry, x) -> (carry, y)``, e.g. ``jaxrnn.cells.gru.apply``.
+      params: the cell's parameters.
+      carry: the initial carry; leaves (*batch, ...) with ``batch_ndim`` batch axes.
+      xs: inputs (T, *batch, D) (or a pytree of arrays with leading axis T).
+      max_iters: at most this many Newton iterations (a positive int).
+      tol: converged when max |S^(k) - S^(k-1)| <= tol (absolute, on the carry); default
+        1e-5 for float32 carries and 1e-12 for float64.
+      jacobian: ``"full"`` (Newton: quadratic convergence near the solution) or
+        ``"diagonal"`` (quasi-DEER: elementwise solves, linear convergence).
+      batch_ndim: leading axes of the carry (axes 1.. of xs) that index independent
+        sequences, each solved as its own Newton system (vmapped). With 0 the whole carry
+        is one state: right, but its full Jacobian couples all batch elements.
+      on_failure: ``"warn"`` (default), ``"raise"``, ``"nan"`` or ``"ignore"``.
+
+    Returns:
+      ``(final_carry, ys, info)``: as ``jaxrnn.scan`` returns ``(final_carry, ys)``, and a
+      :class:`DeerInfo` whose fields have shape (*batch,) (``update_norms``:
+      (*batch, max_iters)).
+    """
+    _check_arguments(
+        cell,
+        params,
+        carry,
+        xs,
+        max_iters=max_iters,
+        tol=tol,
+        jacobian=jacobian,
+        batch_ndim=batch_ndim,
+        on_failure=on_failure,
+    )
+    if tol is None:
+        tol = _default_tol(jnp.result_type(*jax.tree_util.tree_leaves(carry)))
+    solve = functools.partial(_solve_one, cell, max_iters=max_iters, tol=tol, jacobian=jacobian)
+    for _ in range(batch_ndim):
+        solve = jax.vmap(solve, in_axes=(None, 0, 1), out_axes=(0, 1, 0))
+    final, ys, info = solve(params, carry, xs)
+
+    all_converged = jnp.all(info.converged)
+    if on_failure == "raise":
+        if not is_concrete(all_converged):
+            raise ValueError(
+                "on_failure: 'raise' needs concrete results and cannot raise inside jit or "
+                "vmap; use 'warn', 'nan' or 'ignore' there and read info.converged"
+            )
+        if not bool(all_converged):
+            message = _not_converged_message(
+                int(jnp.max(info.iterations)), float(_last_update(info))
+            )
+            raise DeerNotConverged(message, info)
+    elif on_failure == "warn":
+        jax.debug.callback(_warn_host, all_converged, jnp.max(info.iterations), _last_update(info))
+    elif on_failure == "nan":
+        final = _poison(final, info.converged, 0)
+        ys = _poison(ys, info.converged, 1)
+    return final, ys, info
