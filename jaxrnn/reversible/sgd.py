@@ -1,0 +1,533 @@
+"""Exactly reversible momentum SGD in fixed point (SPEC §7).
+
+    v(k+1)     = beta_k v(k) - alpha_k ∇J(theta(k))        (momentum step)
+    theta(k+1) = theta(k) + v(k+1)
+    reverse:     theta(k) = theta(k+1) - v(k+1)
+                 v(k)     = (v(k+1) + alpha_k ∇J(theta(k))) / beta_k
+
+theta and v are 64-bit fixed-point words (``frac_bits`` fractional bits, two ``uint32``
+arrays each, no x64 needed; see :mod:`fixed_point`). alpha_k ∇J is rounded to the grid
+once per step, the same way forward and backward, so additions are exact; the
+multiplication by beta_k = n_k / 2^16 is made exact by the information buffer
+(:mod:`buffer`). Hence :func:`reverse` after :func:`forward` gives back theta(0) and v(0)
+bit for bit, provided ``grad_fn`` is deterministic (it is evaluated at the same float
+parameters, with the same step index k; derive batches and randomness from k).
+
+Reference loop (Python integers; ``q`` rounds to the grid, ``mul_ratio`` as in
+:mod:`buffer`):
+
+    for k in range(T):
+        g = grad_fn(theta * 2.0**-F, k)
+        v, B = mul_ratio(v, B, n[k])            # v <- beta_k v, lost digits into B
+        v = v - q(alpha[k] * g)
+        theta = theta + v
+
+Checks: a value leaving the 64-bit range (or a non-finite gradient) sets the first bad
+step; a reverse pass whose recomputed gradients differ is detected by the buffer's spill
+check and by a checksum of the rounded steps alpha_k ∇J. Called outside ``jit``, forward
+and reverse raise at once; inside ``jit`` the flags travel in the state: call
+:func:`check` on the result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrnn._checks import is_concrete
+from jaxrnn.reversible import buffer
+from jaxrnn.reversible import fixed_point as fp
+
+DEFAULT_FRAC_BITS = 32
+
+
+class FixedPointOverflowError(ValueError):
+    """A value left the 64-bit fixed-point range (or a gradient was not finite)."""
+
+
+class TrajectoryMismatchError(ValueError):
+    """The reverse pass recomputed a different gradient than the forward pass."""
+
+
+class Segment(NamedTuple):
+    """What one forward call pushed, so that reverse can undo exactly that call."""
+
+    n_steps: int
+    start_bounds: tuple  # per leaf: the buffer bound before the call
+    betas_digest: int  # hash of the per-leaf numerators
+    new_slots: tuple  # per leaf: slots appended by the call
+
+
+@jax.tree_util.register_pytree_node_class
+@dataclasses.dataclass(frozen=True)
+class State:
+    """Exact state of reversible momentum SGD (a pytree; static parts in the tree structure).
+
+    Leaves are per parameter leaf: ``theta``, ``velocity`` (signed words), ``word`` (the
+    buffer word), ``slots`` ((S, *shape) uint32 spilled halves); ``checksums`` (one uint32 per
+    forward call not yet reversed); ``bad_step`` (int32, first overflow step, -1 if none);
+    ``mismatch_step`` (int32, first step where reverse detected a different gradient).
+    """
+
+    theta: list
+    velocity: list
+    word: list
+    slots: list
+    checksums: tuple
+    bad_step: Any
+    mismatch_step: Any
+    treedef: Any = None
+    dtypes: tuple = ()
+    frac_bits: int = DEFAULT_FRAC_BITS
+    step: int = 0
+    bounds: tuple = ()
+    segments: tuple = ()
+
+    def tree_flatten(self):
+        children = (
+            self.theta,
+            self.velocity,
+            self.word,
+            self.slots,
+            self.checksums,
+            self.bad_step,
+            self.mismatch_step,
+        )
+        aux = (self.treedef, self.dtypes, self.frac_bits, self.step, self.bounds, self.segments)
+        return children, aux
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        return cls(*children, *aux)
+
+
+def init(params, *, frac_bits: int = DEFAULT_FRAC_BITS) -> State:
+    """Fixed-point state of ``params`` with zero velocity and an empty buffer.
+
+    Args:
+      params: any pytree of float32/float64 arrays.
+      frac_bits: F, the number of fractional bits: values are multiples of 2^-F within
+        ±2^(63-F) (F = 32: resolution 2.3e-10, range ±2.1e9).
+    Returns:
+      the :class:`State`; ``params(init(p))`` is p rounded to the grid.
+    """
+    if isinstance(frac_bits, bool) or not isinstance(frac_bits, (int, np.integer)):
+        raise ValueError(f"frac_bits: expected an integer in [0, 62], got {frac_bits!r}")
+    if not 0 <= frac_bits <= 62:
+        raise ValueError(f"frac_bits: expected an integer in [0, 62], got {frac_bits}")
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    if not leaves:
+        raise ValueError("params: expected a pytree with at least one array, got no leaves")
+    dtypes = []
+    for i, leaf in enumerate(leaves):
+        dtype = getattr(leaf, "dtype", None)
+        if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+            raise ValueError(
+                f"params leaf {i}: expected a float array, got {type(leaf).__name__}"
+                f" of dtype {dtype}"
+            )
+        dtypes.append(jnp.dtype(dtype))
+    theta, bad = [], jnp.zeros((), bool)
+    for i, leaf in enumerate(leaves):
+        word, overflow = fp.from_float(leaf, int(frac_bits))
+        if is_concrete(overflow) and bool(overflow.any()):
+            raise FixedPointOverflowError(
+                f"params leaf {i}: values outside the fixed-point range ±2^{63 - frac_bits} "
+                f"(frac_bits = {frac_bits}) or not finite"
+            )
+        theta.append(word)
+        bad = bad | overflow.any()
+    shapes = [leaf.shape for leaf in leaves]
+    return State(
+        theta=theta,
+        velocity=[fp.zeros(s) for s in shapes],
+        word=[fp.zeros(s) for s in shapes],
+        slots=[jnp.zeros((0, *s), jnp.uint32) for s in shapes],
+        checksums=(),
+        bad_step=jnp.where(bad, 0, -1).astype(jnp.int32),
+        mismatch_step=jnp.asarray(-1, jnp.int32),
+        treedef=treedef,
+        dtypes=tuple(dtypes),
+        frac_bits=int(frac_bits),
+        step=0,
+        bounds=(0,) * len(leaves),
+        segments=(),
+    )
+
+
+def _floats(state: State, words) -> Any:
+    leaves = [
+        fp.to_float(w, state.frac_bits, dt) for w, dt in zip(words, state.dtypes, strict=True)
+    ]
+    return jax.tree_util.tree_unflatten(state.treedef, leaves)
+
+
+def params(state: State):
+    """The parameters theta as a pytree of floats (their original dtypes)."""
+    return _floats(state, state.theta)
+
+
+def velocity(state: State):
+    """The velocity v as a pytree of floats (the parameters' dtypes)."""
+    return _floats(state, state.velocity)
+
+
+def stored_bits(state: State) -> int:
+    """Bits the buffer holds: a 64-bit word plus 32 bits per spilled slot, per parameter."""
+    return sum(
+        int(np.prod(s.shape[1:], dtype=np.int64)) * (64 + 32 * s.shape[0]) for s in state.slots
+    )
+
+
+def information_bound(betas, n_params: int) -> float:
+    """D · sum_k log2(1 / beta_k), with beta_k as represented (n_k / 2^16): the bits lost."""
+    numerators = np.array([buffer.numerator(b) for b in np.ravel(betas)], np.float64)
+    return float(n_params * np.sum(np.log2(buffer.DENOMINATOR / numerators)))
+
+
+def buffer_is_empty(state: State) -> bool:
+    """True when no slot is spilled and every buffer word is 0."""
+    return all(s.shape[0] == 0 for s in state.slots) and all(
+        bool(jnp.all(w.hi == 0) & jnp.all(w.lo == 0)) for w in state.word
+    )
+
+
+def check(state: State) -> State:
+    """Raise if the state records an overflow or a reverse-pass mismatch; else return it."""
+    bad = int(state.bad_step)
+    if bad >= 0:
+        raise FixedPointOverflowError(
+            f"a value left the fixed-point range ±2^{63 - state.frac_bits} (frac_bits = "
+            f"{state.frac_bits}) or a gradient was not finite at step {bad}; use smaller "
+            "step sizes or fewer fractional bits"
+        )
+    mismatch = int(state.mismatch_step)
+    if mismatch >= 0:
+        raise TrajectoryMismatchError(
+            f"reverse: the gradient recomputed at step {mismatch} differs from the forward "
+            "pass (grad_fn must be a deterministic function of (params, k)); the "
+            "reconstructed state is not the original one"
+        )
+    return state
+
+
+# ----------------------------------------------------------------------------- schedules
+
+
+def _leafwise(value, treedef, name: str) -> list:
+    """A schedule given for all leaves at once or as a pytree like params, as one per leaf."""
+    if treedef.num_leaves > 1 or treedef != jax.tree_util.tree_structure(0):
+        try:
+            return treedef.flatten_up_to(value)
+        except (ValueError, TypeError):
+            pass
+    return [value] * treedef.num_leaves
+
+
+def _schedule_length(value, name: str) -> int:
+    shape = np.shape(value) if not hasattr(value, "shape") else tuple(value.shape)
+    if len(shape) != 1 or shape[0] < 1:
+        raise ValueError(f"{name}: expected a schedule of shape (T,) with T >= 1, got {shape}")
+    return shape[0]
+
+
+def _check_schedules(state: State, alphas, betas):
+    """Validate the schedules; returns (T, alpha leaves, numerator arrays per leaf)."""
+    alpha_leaves = _leafwise(alphas, state.treedef, "alphas")
+    beta_leaves = _leafwise(betas, state.treedef, "betas")
+    lengths = {_schedule_length(a, "alphas") for a in alpha_leaves}
+    lengths |= {_schedule_length(b, "betas") for b in beta_leaves}
+    if len(lengths) != 1:
+        raise ValueError(
+            f"alphas, betas: expected schedules of one length T, got lengths {sorted(lengths)}"
+        )
+    n_steps = lengths.pop()
+    for a in alpha_leaves:
+        if is_concrete(a):
+            a = np.asarray(a, np.float64)
+            if not np.all(np.isfinite(a) & (a > 0)):
+                k = int(np.argmin(np.isfinite(a) & (a > 0)))
+                raise ValueError(f"alphas: expected step sizes > 0, got {a[k]} at step {k}")
+    numerators = []
+    for b in beta_leaves:
+        if not is_concrete(b):
+            raise ValueError(
+                "betas: expected a concrete schedule (known at trace time; the exact "
+                "rational n/2^16 and the spill schedule are computed from it), got a tracer"
+            )
+        b = np.asarray(b, np.float64)
+        ok = np.isfinite(b) & (b > 0) & (b < 1)
+        if not ok.all():
+            k = int(np.argmin(ok))
+            raise ValueError(f"betas: expected momentum in (0, 1), got {b[k]} at step {k}")
+        n = np.rint(b * buffer.DENOMINATOR)
+        if n.min() < 1 or n.max() > buffer.DENOMINATOR - 1:
+            k = int(np.argmax((n < 1) | (n > buffer.DENOMINATOR - 1)))
+            raise ValueError(
+                f"betas: beta = {b[k]} at step {k} is not representable as n / 2^16 with "
+                "1 <= n < 2^16 (keep beta in [2^-17, 1 - 2^-17])"
+            )
+        numerators.append(n.astype(np.uint32))
+    return n_steps, [jnp.asarray(a) for a in alpha_leaves], numerators
+
+
+def represented_betas(betas):
+    """The momentum values actually used: n / 2^16 with n = round(beta · 2^16)."""
+    b = np.asarray(betas, np.float64)
+    return np.rint(b * buffer.DENOMINATOR) / buffer.DENOMINATOR
+
+
+# ------------------------------------------------------------------------- one leaf, one step
+
+
+def forward_leaf(theta, vel, word, slots, alpha_g, n, flag, slot, frac_bits):
+    """One exact forward step of one leaf; returns the new words, the rounded step and overflow."""
+    word, slots = buffer.spill(word, slots, flag, slot)
+    vel, word, overflow = buffer.mul_ratio(vel, word, n)
+    step_word, bad_float = fp.from_float(alpha_g, frac_bits)
+    new_vel = fp.sub(vel, step_word)
+    new_theta = fp.add(theta, new_vel)
+    overflow = (
+        overflow
+        | bad_float
+        | fp.sub_overflows(vel, step_word, new_vel)
+        | fp.add_overflows(theta, new_vel, new_theta)
+    )
+    return new_theta, new_vel, word, slots, step_word, jnp.any(overflow)
+
+
+def undo_position(theta, vel):
+    """theta(k) = theta(k+1) - v(k+1), exactly."""
+    return fp.sub(theta, vel)
+
+
+def undo_velocity_leaf(vel, word, slots, alpha_g, n, flag, slot, frac_bits):
+    """v(k) = (v(k+1) + alpha_k g) / beta_k exactly, the digits popped from the buffer."""
+    step_word, bad_float = fp.from_float(alpha_g, frac_bits)
+    vel, word = buffer.unmul_ratio(fp.add(vel, step_word), word, n)
+    word, mismatch = buffer.restore(word, slots, flag, slot)
+    return vel, word, step_word, jnp.any(mismatch | bad_float)
+
+
+def alpha_times(alpha, grad, dtype):
+    return jnp.asarray(alpha).astype(dtype) * jnp.asarray(grad).astype(dtype)
+
+
+def checked_grads(grad_fn, params_tree, k, extra, treedef, shapes):
+    """Call ``grad_fn`` and check that it returns one array per parameter leaf, same shapes."""
+    grads = grad_fn(params_tree, k, extra)
+    try:
+        leaves = treedef.flatten_up_to(grads)
+    except (ValueError, TypeError):
+        raise ValueError(
+            f"grad_fn: expected a gradient with the structure of params ({treedef}), got "
+            f"{jax.tree_util.tree_structure(grads)}"
+        ) from None
+    for i, (g, s) in enumerate(zip(leaves, shapes, strict=True)):
+        if tuple(jnp.shape(g)) != tuple(s):
+            raise ValueError(f"grad_fn: leaf {i}: expected shape {tuple(s)}, got {jnp.shape(g)}")
+    return leaves
+
+
+# ----------------------------------------------------------------------------- the scans
+
+
+@functools.lru_cache(maxsize=64)
+def _two_arg(grad_fn):
+    return lambda p, k, _extra: grad_fn(p, k)
+
+
+@functools.partial(jax.jit, static_argnames=("grad_fn", "treedef", "dtypes", "frac_bits"))
+def _forward_scan(grad_fn, treedef, dtypes, frac_bits, words, xs, extra):
+    shapes = [w.hi.shape for w in words[0]]
+
+    def body(carry, x):
+        theta, vel, word, slots, bad, checksum = carry
+        floats = [fp.to_float(t, frac_bits, dt) for t, dt in zip(theta, dtypes, strict=True)]
+        p_tree = jax.tree_util.tree_unflatten(treedef, floats)
+        grads = checked_grads(grad_fn, p_tree, x["k"], extra, treedef, shapes)
+        out = [[], [], [], []]
+        any_overflow = jnp.zeros((), bool)
+        for i, dt in enumerate(dtypes):
+            t, v, w, s, step_word, overflow = forward_leaf(
+                theta[i],
+                vel[i],
+                word[i],
+                slots[i],
+                alpha_times(x["alpha"][i], grads[i], dt),
+                x["n"][i],
+                x["spill"][i],
+                x["slot"][i],
+                frac_bits,
+            )
+            for lst, item in zip(out, (t, v, w, s), strict=True):
+                lst.append(item)
+            any_overflow = any_overflow | overflow
+            checksum = checksum + fp.fingerprint(step_word, x["k"])
+        bad = jnp.where((bad < 0) & any_overflow, x["k"], bad)
+        return (*out, bad, checksum), None
+
+    init = (*words, jnp.asarray(-1, jnp.int32), jnp.asarray(0, jnp.uint32))
+    (theta, vel, word, slots, bad, checksum), _ = jax.lax.scan(body, init, xs)
+    return (theta, vel, word, slots), bad, checksum
+
+
+@functools.partial(jax.jit, static_argnames=("grad_fn", "treedef", "dtypes", "frac_bits"))
+def _reverse_scan(grad_fn, treedef, dtypes, frac_bits, words, xs, extra):
+    shapes = [w.hi.shape for w in words[0]]
+
+    def body(carry, x):
+        theta, vel, word, slots, bad, checksum = carry
+        theta = [undo_position(t, v) for t, v in zip(theta, vel, strict=True)]
+        floats = [fp.to_float(t, frac_bits, dt) for t, dt in zip(theta, dtypes, strict=True)]
+        p_tree = jax.tree_util.tree_unflatten(treedef, floats)
+        grads = checked_grads(grad_fn, p_tree, x["k"], extra, treedef, shapes)
+        new_vel, new_word, any_mismatch = [], [], jnp.zeros((), bool)
+        for i, dt in enumerate(dtypes):
+            v, w, step_word, mismatch = undo_velocity_leaf(
+                vel[i],
+                word[i],
+                slots[i],
+                alpha_times(x["alpha"][i], grads[i], dt),
+                x["n"][i],
+                x["spill"][i],
+                x["slot"][i],
+                frac_bits,
+            )
+            new_vel.append(v)
+            new_word.append(w)
+            any_mismatch = any_mismatch | mismatch
+            checksum = checksum + fp.fingerprint(step_word, x["k"])
+        bad = jnp.where((bad < 0) & any_mismatch, x["k"], bad)
+        return (theta, new_vel, new_word, slots, bad, checksum), None
+
+    init = (*words, jnp.asarray(-1, jnp.int32), jnp.asarray(0, jnp.uint32))
+    (theta, vel, word, slots, bad, checksum), _ = jax.lax.scan(body, init, xs, reverse=True)
+    return (theta, vel, word, slots), bad, checksum
+
+
+def _segment_inputs(state: State, alpha_leaves, numerators, start_bounds, n_old):
+    """Per-step scan inputs: step index, alphas, numerators, spill flags and slot indices."""
+    xs = {"k": jnp.arange(state.step, state.step + len(numerators[0]), dtype=jnp.int32)}
+    xs["alpha"], xs["n"], xs["spill"], xs["slot"] = [], [], [], []
+    new_slots, end_bounds = [], []
+    for a, n, bound, old in zip(alpha_leaves, numerators, start_bounds, n_old, strict=True):
+        spill, slot, end = buffer.spill_schedule(bound, n)
+        n_new = int(spill.sum())
+        last = max(old + n_new - 1, 0)
+        xs["alpha"].append(a)
+        xs["n"].append(jnp.asarray(n, jnp.uint32))
+        xs["spill"].append(jnp.asarray(spill))
+        xs["slot"].append(jnp.asarray(np.where(spill, old + slot, last), jnp.int32))
+        new_slots.append(n_new)
+        end_bounds.append(end)
+    return xs, tuple(new_slots), tuple(end_bounds)
+
+
+def _digest(numerators) -> int:
+    return hash(tuple(n.tobytes() for n in numerators))
+
+
+def forward(state: State, grad_fn, alphas, betas, *, _extra=None, _grad3=None) -> State:
+    """Run T exact momentum steps (SPEC §7) in one ``lax.scan``.
+
+    Args:
+      state: from :func:`init` or a previous call.
+      grad_fn: ``grad_fn(params, k) -> grads`` (a pytree like params), deterministic in its
+        arguments; k is the global step index (an int32 scalar).
+      alphas: (T,) step sizes > 0, or a pytree like params of (T,) schedules (per leaf).
+      betas: (T,) momentum values in (0, 1), or per leaf; concrete (not traced). Each is
+        used as n / 2^16 with n = round(beta · 2^16) (see :func:`represented_betas`).
+    Returns:
+      the new state, with T more steps, the buffer grown by the bits the steps destroyed.
+    Raises:
+      ValueError for bad schedules; FixedPointOverflowError (a ValueError) naming the
+      first step where a value left the fixed-point range (outside jit; inside jit the
+      step is kept in the state, see :func:`check`).
+    """
+    n_steps, alpha_leaves, numerators = _check_schedules(state, alphas, betas)
+    n_old = [s.shape[0] for s in state.slots]
+    xs, new_slots, end_bounds = _segment_inputs(
+        state, alpha_leaves, numerators, state.bounds, n_old
+    )
+    slots = [
+        jnp.concatenate([s, jnp.zeros((n, *s.shape[1:]), jnp.uint32)])
+        for s, n in zip(state.slots, new_slots, strict=True)
+    ]
+    words = (state.theta, state.velocity, state.word, slots)
+    grad3 = _grad3 if _grad3 is not None else _two_arg(grad_fn)
+    (theta, vel, word, slots), bad, checksum = _forward_scan(
+        grad3, state.treedef, state.dtypes, state.frac_bits, words, xs, _extra
+    )
+    segment = Segment(n_steps, tuple(state.bounds), _digest(numerators), new_slots)
+    new = dataclasses.replace(
+        state,
+        theta=theta,
+        velocity=vel,
+        word=word,
+        slots=slots,
+        checksums=(*state.checksums, checksum),
+        bad_step=jnp.where(state.bad_step >= 0, state.bad_step, bad),
+        step=state.step + n_steps,
+        bounds=end_bounds,
+        segments=(*state.segments, segment),
+    )
+    if is_concrete(new.bad_step):
+        check(new)
+    return new
+
+
+def reverse(state: State, grad_fn, alphas, betas, *, _extra=None, _grad3=None) -> State:
+    """Exactly undo the most recent :func:`forward` call (same ``grad_fn`` and schedules).
+
+    Runs the inverse steps theta(k) = theta(k+1) - v(k+1), v(k) = (v(k+1) + alpha_k
+    ∇J(theta(k))) / beta_k for k = T-1, ..., 0 in one ``lax.scan``, popping the buffer.
+
+    Returns:
+      the state before that call, bit for bit (its buffer words and slots included).
+    Raises:
+      ValueError when there is no forward call to undo or the schedules differ from it;
+      TrajectoryMismatchError (a ValueError) when a recomputed gradient differs from the
+      forward pass (outside jit; inside jit it is kept in the state, see :func:`check`).
+    """
+    if not state.segments:
+        raise ValueError("state: expected a state after forward(); there is no step to reverse")
+    n_steps, alpha_leaves, numerators = _check_schedules(state, alphas, betas)
+    segment = state.segments[-1]
+    if n_steps != segment.n_steps or _digest(numerators) != segment.betas_digest:
+        raise ValueError(
+            f"alphas, betas: reverse undoes the last forward call, which ran "
+            f"{segment.n_steps} steps; expected its beta schedule, got {n_steps} steps"
+            + ("" if n_steps != segment.n_steps else " with different betas")
+        )
+    n_old = [s.shape[0] - n for s, n in zip(state.slots, segment.new_slots, strict=True)]
+    start = dataclasses.replace(state, step=state.step - n_steps)
+    xs, _, _ = _segment_inputs(start, alpha_leaves, numerators, segment.start_bounds, n_old)
+    words = (state.theta, state.velocity, state.word, state.slots)
+    grad3 = _grad3 if _grad3 is not None else _two_arg(grad_fn)
+    (theta, vel, word, slots), bad, checksum = _reverse_scan(
+        grad3, state.treedef, state.dtypes, state.frac_bits, words, xs, _extra
+    )
+    mismatch = jnp.where(
+        bad >= 0, bad, jnp.where(checksum != state.checksums[-1], start.step, -1)
+    ).astype(jnp.int32)
+    new = dataclasses.replace(
+        state,
+        theta=theta,
+        velocity=vel,
+        word=word,
+        slots=[s[:n] for s, n in zip(slots, n_old, strict=True)],
+        checksums=state.checksums[:-1],
+        mismatch_step=jnp.where(state.mismatch_step >= 0, state.mismatch_step, mismatch),
+        step=start.step,
+        bounds=segment.start_bounds,
+        segments=state.segments[:-1],
+    )
+    if is_concrete(new.mismatch_step):
+        check(new)
+    return new
