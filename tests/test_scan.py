@@ -145,23 +145,31 @@ def test_scan_under_jit_with_traced_lengths():
     np.testing.assert_allclose(h[0], h_ref[0], rtol=1e-12)
 
 
+PROPERTY_T, PROPERTY_B = 6, 4
+
+
+@functools.partial(jax.jit, static_argnames="reverse")
+def _elman_scan(params, h0, xs, lengths, reverse):
+    return jaxrnn.scan(elman.apply, params, h0, xs, lengths=lengths, reverse=reverse)
+
+
 @given(
-    n_steps=st.integers(1, 7),
-    batch=st.integers(1, 4),
+    lengths=st.lists(st.integers(0, PROPERTY_T), min_size=PROPERTY_B, max_size=PROPERTY_B),
     reverse=st.booleans(),
-    data=st.data(),
+    seed=st.integers(0, 2**16),
 )
-def test_property_lengths_match_truncated_runs(n_steps, batch, reverse, data):
-    lengths = data.draw(st.lists(st.integers(0, n_steps), min_size=batch, max_size=batch))
-    params, xs, h0 = elman_setup(n_steps, batch)
-    h, ys = jaxrnn.scan(elman.apply, params, h0, xs, lengths=jnp.array(lengths), reverse=reverse)
+def test_property_lengths_match_numpy_loops(lengths, reverse, seed):
+    params, _, h0 = elman_setup(PROPERTY_T, PROPERTY_B)
+    xs = jax.random.normal(jax.random.PRNGKey(seed), (PROPERTY_T, PROPERTY_B, D))
+    h, ys = _elman_scan(params, h0, xs, jnp.array(lengths), reverse)
+    p = {k: np.asarray(v) for k, v in params.items()}
     for n, length in enumerate(lengths):
-        if length == 0:
-            np.testing.assert_array_equal(h[n], h0[n])
-            continue
-        h1, ys1 = jaxrnn.scan(elman.apply, params, h0[n], xs[:length, n], reverse=reverse)
-        np.testing.assert_allclose(h[n], h1, rtol=1e-12, atol=1e-14)
-        np.testing.assert_allclose(ys[:length, n], ys1, rtol=1e-12, atol=1e-14)
+        steps = np.asarray(xs[:length, n])
+        h_ref, ys_ref = np_elman_run(p, steps[::-1] if reverse else steps, np.asarray(h0[n]))
+        if reverse:
+            ys_ref = ys_ref[::-1]
+        np.testing.assert_allclose(h[n], h_ref, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(ys[:length, n], ys_ref, rtol=1e-12, atol=1e-14)
         np.testing.assert_array_equal(ys[length:, n], 0.0)
 
 
