@@ -25,6 +25,7 @@ the uninterrupted run, and ends with the same bits.
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any, NamedTuple
 
@@ -78,6 +79,29 @@ def make_step(loss_fn, optimizer):
     return train_step
 
 
+def _jit_step(loss_fn, optimizer, mesh):
+    if mesh is None:
+        return jax.jit(make_step(loss_fn, optimizer))
+    from jaxrnn import sharding
+
+    everywhere = sharding.replicated(mesh)
+    return jax.jit(make_step(loss_fn, optimizer), out_shardings=(everywhere,) * 3)
+
+
+_cached_jit_step = functools.lru_cache(maxsize=16)(_jit_step)
+
+
+def _compiled_step(loss_fn, optimizer, mesh):
+    """The jitted step, shared by calls of :func:`fit` with the same loss, optimizer and mesh.
+
+    (So a resumed or repeated run in the same process does not compile again.)
+    """
+    try:
+        return _cached_jit_step(loss_fn, optimizer, mesh)
+    except TypeError:  # an unhashable optimizer: compile for this call only
+        return _jit_step(loss_fn, optimizer, mesh)
+
+
 def _check_optional_interval(value, *, name: str):
     if value is not None:
         check_positive_int(value, name=name)
@@ -125,15 +149,21 @@ def _check_loss(loss_fn, params, batch):
     return out.dtype
 
 
-def _eval_value(value, step):
+def _check_eval(eval_fn, params):
+    """Trace ``eval_fn`` once: it must return a scalar or a flat dict of scalars."""
+    out = jax.eval_shape(eval_fn, params)
+    values = out.values() if isinstance(out, dict) else [out]
+    for value in values:
+        if getattr(value, "shape", None) != ():
+            got = getattr(value, "shape", type(value).__name__)
+            got = f"shape {got}" if hasattr(value, "shape") else got
+            raise ValueError(f"eval_fn: expected a scalar or a dict of scalars, got {got}")
+
+
+def _eval_value(value):
     """An ``eval_fn`` result as a float or a dict of floats (JSON-ready)."""
     if isinstance(value, dict):
-        return {str(k): _eval_value(v, step) for k, v in value.items()}
-    if np.shape(value) != ():
-        raise ValueError(
-            f"eval_fn: expected a scalar or a dict of scalars, got shape {np.shape(value)} "
-            f"at step {step}"
-        )
+        return {str(k): float(v) for k, v in value.items()}
     return float(value)
 
 
@@ -234,17 +264,15 @@ def fit(
             checkpoint, params, opt_state, steps
         )
 
-    train_step = make_step(loss_fn, optimizer)
+    train_step = _compiled_step(loss_fn, optimizer, mesh)
     place_batch = lambda batch: batch
-    if mesh is None:
-        train_step = jax.jit(train_step)
-    else:
+    if mesh is not None:
         params, opt_state = sharding.replicate((params, opt_state), mesh)
-        everywhere = sharding.replicated(mesh)
-        train_step = jax.jit(train_step, out_shardings=(everywhere, everywhere, everywhere))
         place_batch = lambda batch: sharding.shard_batch(batch, mesh, batch_axis)
     evaluate = jax.jit(eval_fn) if eval_fn is not None else None
     loss_dtype = _check_loss(loss_fn, params, get_batch(min(start, steps - 1)))
+    if eval_fn is not None:
+        _check_eval(eval_fn, params)
 
     def save(step):
         recorded = [float(x) for x in jax.device_get(losses)]
@@ -271,7 +299,7 @@ def fit(
                 or (eval_every is None and done == steps)
             ):
                 eval_steps.append(done)
-                evals.append(_eval_value(jax.device_get(evaluate(params)), done))
+                evals.append(_eval_value(jax.device_get(evaluate(params))))
                 if progress:
                     bar.write(f"step {done}: eval {_short(evals[-1])}")
             if checkpoint is not None and (
