@@ -1,0 +1,163 @@
+"""Data parallelism: the same fit on one device or four, batches really split, errors."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.sharding import Mesh
+
+from jaxrnn import sharding, train
+
+# Runs in a fresh interpreter: XLA_FLAGS must be set before jax is imported.
+FOUR_DEVICES = textwrap.dedent(
+    """
+    import json
+    import jax, jax.numpy as jnp, numpy as np, optax
+    import jaxrnn
+    from jaxrnn import sharding, tasks, train
+    from jaxrnn.cells import lstm
+
+    assert len(jax.devices()) == 4, jax.devices()
+    HIDDEN, key = 4, jax.random.key(0)
+    seen = []
+
+    def loss_fn(params, batch):
+        xs, ys = batch
+        jax.debug.inspect_array_sharding(xs, callback=lambda s: seen.append(s))
+        carry = lstm.init_carry(xs.shape[1:2], HIDDEN)
+        (_, h), _ = jaxrnn.scan(lstm.apply, params["cell"], carry, xs)
+        return jnp.mean((h @ params["V"].T - ys) ** 2)
+
+    params = {"cell": lstm.init(jax.random.key(1), 2, HIDDEN),
+              "V": jnp.full((1, HIDDEN), 0.3, jnp.float32)}
+    data = lambda step: tasks.adding_problem(key, step, batch=8, length=5)
+    adam = optax.adam(0.05)
+    one = train.fit(loss_fn, params, adam, data, 6, progress=False)
+    on_one = seen[-1]
+    mesh = sharding.data_mesh()
+    four = train.fit(loss_fn, params, adam, data, 6, mesh=mesh, batch_axis=(1, 0),
+                     progress=False)
+    on_four = seen[-1]
+    xs, ys = sharding.shard_batch(data(0), mesh, batch_axis=(1, 0))
+    try:
+        sharding.shard_batch(tasks.adding_problem(key, 0, batch=6, length=5), mesh, (1, 0))
+        uneven = "no error"
+    except ValueError as error:
+        uneven = str(error)
+    print(json.dumps({
+        "losses_one": one.history.losses.tolist(),
+        "losses_four": four.history.losses.tolist(),
+        "max_param_diff": max(float(jnp.max(jnp.abs(a - b))) for a, b in
+                              zip(jax.tree.leaves(one.params), jax.tree.leaves(four.params))),
+        "devices_in_step_one": len(on_one.device_set),
+        "devices_in_step_four": len(on_four.device_set),
+        "spec_in_step_four": list(on_four.spec),
+        "xs_shards": sorted([list(s.data.shape), s.device.id] for s in xs.addressable_shards),
+        "ys_shards": sorted([list(s.data.shape), s.device.id] for s in ys.addressable_shards),
+        "param_devices": len(four.params["V"].sharding.device_set),
+        "param_replicated": four.params["V"].sharding.is_fully_replicated,
+        "uneven": uneven,
+    }))
+    """
+)
+
+
+def test_four_cpu_devices_give_the_single_device_losses_with_the_batch_split():
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    env.pop("JAX_ENABLE_X64", None)
+    done = subprocess.run(
+        [sys.executable, "-c", FOUR_DEVICES],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    # float32: the sums over the batch run in a different order on four devices
+    np.testing.assert_allclose(out["losses_four"], out["losses_one"], rtol=1e-5, atol=1e-7)
+    assert out["max_param_diff"] < 1e-5
+    assert len(out["losses_one"]) == 6 and out["losses_one"][-1] < out["losses_one"][0]
+    # inside the compiled step the batch lives on 4 devices, split along B
+    assert out["devices_in_step_one"] == 1
+    assert out["devices_in_step_four"] == 4
+    assert out["spec_in_step_four"][:2] == [None, "batch"]  # (T, B, D) split along B
+    assert out["xs_shards"] == [[[5, 2, 2], d] for d in range(4)]
+    assert out["ys_shards"] == [[[2, 1], d] for d in range(4)]
+    assert out["param_devices"] == 4 and out["param_replicated"]
+    assert "does not split evenly over 4 devices" in out["uneven"]
+
+
+def _loss(params, batch):
+    xs, ys = batch
+    return jnp.mean((jnp.einsum("tbd,d->b", xs, params["w"]) - ys[:, 0]) ** 2)
+
+
+def _data(step):
+    rng = np.random.default_rng(step)
+    return rng.normal(size=(3, 4, 2)), rng.normal(size=(4, 1))
+
+
+def test_a_one_device_mesh_runs_the_same_fit():
+    params = {"w": jnp.array([0.5, -0.5])}
+    plain = train.fit(_loss, params, optax.sgd(0.1), _data, 5, progress=False)
+    meshed = train.fit(
+        _loss,
+        params,
+        optax.sgd(0.1),
+        _data,
+        5,
+        mesh=sharding.data_mesh(),
+        batch_axis=(1, 0),
+        progress=False,
+    )
+    # reference: the gradient of the mean squared error by hand, in NumPy
+    w = np.array([0.5, -0.5])
+    for step in range(5):
+        xs, ys = _data(step)
+        features = xs.sum(axis=0)  # (B, D): sum over t of x[t, b, :]
+        w = w - 0.1 * 2 / 4 * features.T @ (features @ w - ys[:, 0])
+    np.testing.assert_allclose(plain.params["w"], w, rtol=1e-12)
+    np.testing.assert_allclose(meshed.params["w"], w, rtol=1e-12)
+    np.testing.assert_allclose(meshed.history.losses, plain.history.losses, rtol=1e-12)
+
+
+def test_helpers_place_arrays_on_the_mesh():
+    mesh = sharding.data_mesh()
+    assert mesh.axis_names == ("batch",) and mesh.devices.size == len(jax.devices())
+    params = sharding.replicate({"w": jnp.ones(3)}, mesh)
+    assert params["w"].sharding.is_fully_replicated
+    batch = sharding.shard_batch(
+        {"xs": jnp.ones((3, 4, 2)), "ys": jnp.ones((4,))}, mesh, batch_axis={"xs": 1, "ys": -1}
+    )
+    assert tuple(batch["xs"].sharding.spec) == (None, "batch", None)
+    assert tuple(batch["ys"].sharding.spec) == ("batch",)
+
+
+def test_bad_arguments_raise():
+    mesh = sharding.data_mesh()
+    batch = (jnp.ones((3, 4, 2)), jnp.ones((4, 1)))
+    with pytest.raises(ValueError, match="devices: expected at least one device"):
+        sharding.data_mesh([])
+    with pytest.raises(ValueError, match="axis_name: expected a string"):
+        sharding.data_mesh(axis_name=3)
+    two_d = Mesh(np.asarray(jax.devices()).reshape(1, -1), ("a", "b"))
+    with pytest.raises(ValueError, match="mesh: expected a 1-D jax.sharding.Mesh"):
+        sharding.shard_batch(batch, two_d)
+    with pytest.raises(ValueError, match="mesh: expected a 1-D jax.sharding.Mesh"):
+        sharding.replicate(batch, "cpu")
+    with pytest.raises(ValueError, match=r"batch_axis: axis 2 is out of range for batch\[1\]"):
+        sharding.shard_batch(batch, mesh, batch_axis=2)
+    with pytest.raises(ValueError, match=r"batch_axis: expected an integer axis for batch\[0\]"):
+        sharding.shard_batch(batch, mesh, batch_axis=(1.0, 0))
+    with pytest.raises(ValueError, match="batch_axis: expected an int or a pytree prefix"):
+        sharding.shard_batch(batch, mesh, batch_axis=(1, 0, 0))
+    with pytest.raises(ValueError, match="mesh: expected a 1-D"):
+        train.fit(_loss, {"w": jnp.ones(2)}, optax.sgd(0.1), _data, 2, mesh=two_d, progress=False)
