@@ -8,6 +8,15 @@ differentiates a validation loss with respect to the schedules, the initial para
 and the loss's hyperparameters along the exactly reconstructed path.
 """
 
+from jaxrnn.reversible.hypergrad import Hypergradients, hypergradient
+from jaxrnn.reversible.optax_transform import (
+    ReversibleMomentum,
+    ReversibleMomentumState,
+    as_gradient_transformation,
+    params_of,
+    reversible_momentum,
+    undo,
+)
 from jaxrnn.reversible.sgd import (
     FixedPointOverflowError,
     State,
@@ -26,6 +35,14 @@ from jaxrnn.reversible.sgd import (
 
 __all__ = [
     "FixedPointOverflowError",
+    "Hypergradients",
+    "ReversibleMomentum",
+    "ReversibleMomentumState",
+    "as_gradient_transformation",
+    "hypergradient",
+    "params_of",
+    "reversible_momentum",
+    "undo",
     "State",
     "TrajectoryMismatchError",
     "buffer_is_empty",

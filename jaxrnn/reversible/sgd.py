@@ -43,7 +43,7 @@ from jaxrnn._checks import is_concrete
 from jaxrnn.reversible import buffer
 from jaxrnn.reversible import fixed_point as fp
 
-DEFAULT_FRAC_BITS = 32
+DEFAULT_FRAC_BITS = 44
 
 
 class FixedPointOverflowError(ValueError):
@@ -112,7 +112,10 @@ def init(params, *, frac_bits: int = DEFAULT_FRAC_BITS) -> State:
     Args:
       params: any pytree of float32/float64 arrays.
       frac_bits: F, the number of fractional bits: values are multiples of 2^-F within
-        ±2^(63-F) (F = 32: resolution 2.3e-10, range ±2.1e9).
+        ±2^(63-F). The exact multiplication by beta = n / 2^16 perturbs v by less than
+        n · 2^-F (the digits it takes back from the buffer), so F trades range for
+        precision; the default F = 44 gives range ±524288, resolution 5.7e-14 and a
+        perturbation below 3.7e-9 per step.
     Returns:
       the :class:`State`; ``params(init(p))`` is p rounded to the grid.
     """
@@ -219,13 +222,21 @@ def check(state: State) -> State:
 # ----------------------------------------------------------------------------- schedules
 
 
-def _leafwise(value, treedef, name: str) -> list:
+def is_per_leaf(schedule, treedef) -> bool:
+    """True when ``schedule`` is a pytree like params (one schedule per leaf)."""
+    if treedef == jax.tree_util.tree_structure(0):
+        return False
+    try:
+        treedef.flatten_up_to(schedule)
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
+def _leafwise(value, treedef) -> list:
     """A schedule given for all leaves at once or as a pytree like params, as one per leaf."""
-    if treedef.num_leaves > 1 or treedef != jax.tree_util.tree_structure(0):
-        try:
-            return treedef.flatten_up_to(value)
-        except (ValueError, TypeError):
-            pass
+    if is_per_leaf(value, treedef):
+        return treedef.flatten_up_to(value)
     return [value] * treedef.num_leaves
 
 
@@ -238,8 +249,8 @@ def _schedule_length(value, name: str) -> int:
 
 def _check_schedules(state: State, alphas, betas):
     """Validate the schedules; returns (T, alpha leaves, numerator arrays per leaf)."""
-    alpha_leaves = _leafwise(alphas, state.treedef, "alphas")
-    beta_leaves = _leafwise(betas, state.treedef, "betas")
+    alpha_leaves = _leafwise(alphas, state.treedef)
+    beta_leaves = _leafwise(betas, state.treedef)
     lengths = {_schedule_length(a, "alphas") for a in alpha_leaves}
     lengths |= {_schedule_length(b, "betas") for b in beta_leaves}
     if len(lengths) != 1:
