@@ -18,6 +18,8 @@ diag(sigma'(z_j)) W and dh_k/dW the immediate dependence of h_k on W::
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 
@@ -97,6 +99,12 @@ def elman(params: dict, xs, dL_dh, *, activation: str = "tanh") -> dict:
     hidden, in_dim = check_matrix(params, "U")
     check_params(params, cell.param_shapes(in_dim, hidden))
     xs, dL_dh = check_sequences(xs, dL_dh, in_dim=in_dim, hidden=hidden)
+    activation_slope(activation, 0.0)  # validates the name
+    return _elman(params, xs, dL_dh, activation)
+
+
+@partial(jax.jit, static_argnums=3)
+def _elman(params, xs, dL_dh, activation):
     hs, h0 = elman_states(params, xs, activation=activation)
     slopes = activation_slope(activation, hs)
     h_prev = shift_in(h0, hs)

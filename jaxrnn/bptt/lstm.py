@@ -74,6 +74,12 @@ def lstm(params: dict, xs, dL_dh) -> dict:
     hidden, in_dim = check_matrix(params, "W_i")
     check_params(params, cell.param_shapes(in_dim, hidden))
     xs, dL_dh = check_sequences(xs, dL_dh, in_dim=in_dim, hidden=hidden)
+    return _lstm(params, xs, dL_dh)
+
+
+@jax.jit
+def _lstm(params, xs, dL_dh):
+    hidden = dL_dh.shape[-1]
     carry0 = cell.init_carry(xs.shape[1:-1], hidden, dtype=state_dtype(params, xs, dL_dh))
     cs, hs = carry_sequence(cell.apply, params, carry0, xs)
     c_prev, h_prev = shift_in(carry0[0], cs), shift_in(carry0[1], hs)

@@ -27,6 +27,7 @@ from jaxrnn.dynamics import activation_slope
 GATE_BIAS = {"i": "b_i", "f": "b_f", "o": "b_o", "g": "b_c"}
 
 
+@partial(jax.jit, static_argnames=("gates", "with_pre"))
 def _lstm_adjoints(gates, params, carry, xs, dL_dh, *, with_pre: bool):
     """Gradients of L = sum(dL_dh * h) w.r.t. params, xs and the LSTM perturbations.
 
@@ -102,6 +103,12 @@ def elman(params: dict, xs, dL_dh, *, activation: str = "tanh") -> dict:
     check_params(params, elman_cell.param_shapes(in_dim, hidden))
     xs, dL_dh = check_sequences(xs, dL_dh, in_dim=in_dim, hidden=hidden)
     activation_slope(activation, 0.0)  # only the activations the hand BPTT knows
+    return _elman(params, xs, dL_dh, activation)
+
+
+@partial(jax.jit, static_argnums=3)
+def _elman(params, xs, dL_dh, activation):
+    hidden = dL_dh.shape[-1]
     cell = partial(elman_cell.apply, activation=activation)
     dtype = state_dtype(params, xs, dL_dh)
 
