@@ -63,16 +63,19 @@ def check_adder_params(params, *, name: str = "params") -> dict:
     arrays = {}
     for key, value in params.items():
         try:
-            array = jnp.asarray(value)
-        except TypeError:
-            raise ValueError(
-                f"{name}[{key!r}]: expected an array of numbers, got {type(value).__name__}"
-            ) from None
+            array = value if isinstance(value, jax.Array) else np.asarray(value)
+        except (TypeError, ValueError):
+            array = None
+        if array is None or not (
+            jnp.issubdtype(array.dtype, jnp.floating)
+            or jnp.issubdtype(array.dtype, jnp.integer)
+            or array.dtype == np.bool_
+        ):
+            got = f"dtype {array.dtype}" if array is not None else repr(value)
+            raise ValueError(f"{name}[{key!r}]: expected an array of real numbers, got {got}")
         if not jnp.issubdtype(array.dtype, jnp.floating):
-            if not (jnp.issubdtype(array.dtype, jnp.integer) or array.dtype == jnp.bool_):
-                raise ValueError(f"{name}[{key!r}]: expected real numbers, got {array.dtype}")
-            array = array.astype(jnp.float32)
-        arrays[key] = array
+            array = array.astype(np.float32)
+        arrays[key] = jnp.asarray(array)
     shape_u = arrays["U"].shape
     if len(shape_u) != 2 or shape_u[1] != 2 or shape_u[0] < 1:
         raise ValueError(f"{name}['U']: expected shape (H, 2) for two input bits, got {shape_u}")
@@ -135,7 +138,7 @@ def _check_addend(value, n_bits: int, *, name: str):
 
 def _add(params, a, b, n_bits: int):
     ys, _ = output_bits(params, _input_bits(a, b, n_bits))
-    return from_bits(jnp.moveaxis(ys, 0, -1), dtype=jnp.int32)
+    return from_bits(jnp.moveaxis(ys, 0, -1), dtype=jnp.int32).astype(jnp.int32)
 
 
 def add(params: dict, a, b, n_bits: int):
