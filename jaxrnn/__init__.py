@@ -4,9 +4,9 @@ Cells are pure functions with the ``lax.scan`` signature ``apply(params, carry, 
 (carry, y)``; a sequence is one ``lax.scan`` (:func:`scan`, :func:`bidirectional`).
 """
 
-from jaxrnn import cells, steps
+from jaxrnn import cells, checkpoint, sharding, steps, tasks, train
 from jaxrnn.scan import bidirectional, scan
 
 __version__ = "0.1.0"
 
-__all__ = ["bidirectional", "cells", "scan", "steps"]
+__all__ = ["bidirectional", "cells", "checkpoint", "scan", "sharding", "steps", "tasks", "train"]
