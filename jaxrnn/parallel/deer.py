@@ -164,6 +164,17 @@ def _solve_one(cell, params, carry, xs, *, max_iters, tol, jacobian):
     return final, ys, DeerInfo(iterations, converged, history, residual)
 
 
+@functools.partial(
+    jax.jit, static_argnums=(0,), static_argnames=("max_iters", "tol", "jacobian", "batch_ndim")
+)
+def _solve_batch(cell, params, carry, xs, *, max_iters, tol, jacobian, batch_ndim):
+    """:func:`_solve_one` vmapped over ``batch_ndim`` leading batch axes, compiled once."""
+    solve = functools.partial(_solve_one, cell, max_iters=max_iters, tol=tol, jacobian=jacobian)
+    for _ in range(batch_ndim):
+        solve = jax.vmap(solve, in_axes=(None, 0, 1), out_axes=(0, 1, 0))
+    return solve(params, carry, xs)
+
+
 def _check_arguments(cell, params, carry, xs, *, max_iters, tol, jacobian, batch_ndim, on_failure):
     if not callable(cell):
         raise ValueError(f"cell: expected a callable cell(params, carry, x), got {cell!r}")
@@ -320,10 +331,16 @@ def deer(
     )
     if tol is None:
         tol = _default_tol(jnp.result_type(*jax.tree_util.tree_leaves(carry)))
-    solve = functools.partial(_solve_one, cell, max_iters=max_iters, tol=tol, jacobian=jacobian)
-    for _ in range(batch_ndim):
-        solve = jax.vmap(solve, in_axes=(None, 0, 1), out_axes=(0, 1, 0))
-    final, ys, info = solve(params, carry, xs)
+    final, ys, info = _solve_batch(
+        cell,
+        params,
+        carry,
+        xs,
+        max_iters=max_iters,
+        tol=float(tol),
+        jacobian=jacobian,
+        batch_ndim=int(batch_ndim),
+    )
 
     all_converged = jnp.all(info.converged)
     if on_failure == "raise":

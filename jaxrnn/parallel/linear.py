@@ -12,6 +12,8 @@ the states themselves.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -116,7 +118,12 @@ def linear_recurrence(A, b, h0, *, reverse: bool = False):
     if not isinstance(reverse, bool):
         raise ValueError(f"reverse: expected a bool, got {reverse!r}")
     dtype = jnp.result_type(A, b, h0)
-    A, b, h0 = (jnp.asarray(v, dtype) for v in (A, b, h0))
+    return _solve(*(jnp.asarray(v, dtype) for v in (A, b, h0)), kind=kind, reverse=reverse)
+
+
+@functools.partial(jax.jit, static_argnames=("kind", "reverse"))
+def _solve(A, b, h0, *, kind: str, reverse: bool):
+    """The associative scan behind :func:`linear_recurrence` (inputs already checked)."""
     first = -1 if reverse else 0
     if kind == "full":
         combine, apply = _combine_full, _matvec
