@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 from typing import Any, NamedTuple
 
 import jax
@@ -173,6 +174,18 @@ def _short(value) -> str:
     return f"{value:.4g}"
 
 
+def _progress_bar(steps, start, enabled):
+    """A tqdm bar (a widget in Jupyter when ipywidgets is there, text otherwise)."""
+    import tqdm
+
+    if not enabled:
+        return tqdm.tqdm(total=steps, initial=start, disable=True)
+    with warnings.catch_warnings():  # tqdm.auto warns when it falls back to text
+        warnings.simplefilter("ignore", tqdm.TqdmWarning)
+        from tqdm.auto import tqdm as auto_tqdm
+    return auto_tqdm(total=steps, initial=start, unit="step", desc="fit")
+
+
 def _restore(path, params, opt_state, steps):
     """``(params, opt_state, step, losses, eval_steps, evals)`` from the checkpoint."""
     tree, step, meta = ckpt.restore(path, {"params": params, "opt_state": opt_state})
@@ -282,9 +295,7 @@ def fit(
         ckpt.save(checkpoint, tree, step=step, metadata=history)
 
     log_every = log_every or max(1, steps // 100)
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=steps, initial=start, disable=not progress, unit="step", desc="fit")
+    bar = _progress_bar(steps, start, progress)
     try:
         for step in range(start, steps):
             params, opt_state, loss = train_step(params, opt_state, place_batch(get_batch(step)))
