@@ -4,9 +4,20 @@ Cells are pure functions with the ``lax.scan`` signature ``apply(params, carry, 
 (carry, y)``; a sequence is one ``lax.scan`` (:func:`scan`, :func:`bidirectional`).
 """
 
-from jaxrnn import cells, checkpoint, sharding, steps, tasks, train
+from jaxrnn import bptt, cells, checkpoint, dynamics, sharding, steps, tasks, train
 from jaxrnn.scan import bidirectional, scan
 
 __version__ = "0.1.0"
 
-__all__ = ["bidirectional", "cells", "checkpoint", "scan", "sharding", "steps", "tasks", "train"]
+__all__ = [
+    "bidirectional",
+    "bptt",
+    "cells",
+    "checkpoint",
+    "dynamics",
+    "scan",
+    "sharding",
+    "steps",
+    "tasks",
+    "train",
+]

@@ -22,9 +22,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import jaxrnn
 from jaxrnn._checks import check_matrix, check_params, is_concrete, shape_of
 from jaxrnn.cells import elman
+from jaxrnn.scan import scan
 
 #: sigma'(z) written through the output h = sigma(z).
 ACTIVATION_SLOPES = {"tanh": lambda h: 1 - h**2, "sigmoid": lambda h: h * (1 - h)}
@@ -55,7 +55,7 @@ def elman_states(params: dict, xs, *, activation: str = "tanh"):
     dtype = jnp.result_type(*[jnp.asarray(v).dtype for v in params.values()], jnp.asarray(xs))
     h0 = elman.init_carry(shape[1:-1], hidden, dtype=dtype)
     cell = partial(elman.apply, activation=activation)
-    return jaxrnn.scan(cell, params, h0, xs)[1], h0
+    return scan(cell, params, h0, xs)[1], h0
 
 
 def elman_step_jacobians(params: dict, xs, *, activation: str = "tanh"):
@@ -127,12 +127,12 @@ def state_jacobian(cell, params, carry, xs, t: int, k: int):
             raise ValueError(f"{name}: expected an int, got {value!r}")
     if not 0 <= k <= t <= n_steps:
         raise ValueError(f"t, k: expected 0 <= k <= t <= T = {n_steps}, got t = {t}, k = {k}")
-    carry_k = jaxrnn.scan(cell, params, carry, xs[:k])[0] if k > 0 else carry
+    carry_k = scan(cell, params, carry, xs[:k])[0] if k > 0 else carry
 
     def run_from_k(state):
         if t == k:
             return state
-        return jaxrnn.scan(cell, params, state, xs[k:t])[0]
+        return scan(cell, params, state, xs[k:t])[0]
 
     return jax.jacobian(run_from_k)(carry_k)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-import jaxrnn
 from jaxrnn._checks import dtype_of, shape_of
+from jaxrnn.scan import scan
 
 
 def check_sequences(xs, dL_dh, *, in_dim: int | None, hidden: int | None):
@@ -47,7 +47,7 @@ def carry_sequence(cell, params, carry, xs):
         new_carry, _ = cell(p, c, x)
         return new_carry, new_carry
 
-    return jaxrnn.scan(keep_carry, params, carry, xs)[1]
+    return scan(keep_carry, params, carry, xs)[1]
 
 
 def shift_in(first, later):
