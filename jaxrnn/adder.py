@@ -136,6 +136,7 @@ def _check_addend(value, n_bits: int, *, name: str):
             )
 
 
+@functools.partial(jax.jit, static_argnames="n_bits")
 def _add(params, a, b, n_bits: int):
     ys, _ = output_bits(params, _input_bits(a, b, n_bits))
     return from_bits(jnp.moveaxis(ys, 0, -1), dtype=jnp.int32).astype(jnp.int32)
