@@ -69,6 +69,18 @@ def _verify_timed(params, n_bits: int):
     return result, first, time.perf_counter() - start
 
 
+def _reporting_errors(command: str, body):
+    """Run ``body(args)``; a ValueError (bad input) exits with its message, no traceback."""
+
+    def run(args) -> int:
+        try:
+            return body(args)
+        except ValueError as error:
+            raise SystemExit(f"{command}: {error}") from None
+
+    return run
+
+
 def adder_verify(args) -> int:
     from jaxrnn import adder
 
@@ -131,15 +143,9 @@ def step_rnn_solve(args) -> int:
     from jaxrnn import step_rnn
 
     if len(args.x) != len(args.y):
-        raise SystemExit(
-            f"step-rnn solve: give as many --y as --x, got {len(args.x)} and {len(args.y)}"
-        )
+        raise ValueError(f"give as many --y as --x, got {len(args.x)} and {len(args.y)}")
     xs, ys = (args.x[0], args.y[0]) if len(args.x) == 1 else (args.x, args.y)
-    try:
-        result = step_rnn.solve(xs, ys, s0=args.s0)
-    except ValueError as error:
-        raise SystemExit(f"step-rnn solve: {error}") from None
-    print(result.explanation)
+    print(step_rnn.solve(xs, ys, s0=args.s0).explanation)
     return 0
 
 
@@ -148,10 +154,7 @@ def step_rnn_run(args) -> int:
 
     from jaxrnn import step_rnn
 
-    try:
-        ys = step_rnn.run(tuple(args.params), np.asarray(args.x), s0=args.s0)
-    except ValueError as error:
-        raise SystemExit(f"step-rnn run: {error}") from None
+    ys = step_rnn.run(tuple(args.params), np.asarray(args.x), s0=args.s0)
     print("y = " + ",".join(str(int(v)) for v in np.asarray(ys)))
     return 0
 
@@ -167,12 +170,12 @@ def add_commands(subparsers) -> None:
         metavar="NAME[i,j]=VALUE",
         help="change one weight of the hand-set adder, e.g. W[1,1]=0 (repeatable)",
     )
-    verify.set_defaults(func=adder_verify)
+    verify.set_defaults(func=_reporting_errors("adder verify", adder_verify))
     add = sub.add_parser("add", help="add two numbers, showing the hidden units per step")
     add.add_argument("a", type=int)
     add.add_argument("b", type=int)
     add.add_argument("--bits", type=int, default=8)
-    add.set_defaults(func=adder_add)
+    add.set_defaults(func=_reporting_errors("adder add", adder_add))
     train = sub.add_parser("train", help="learn an adder, harden it and verify it")
     train.add_argument("--key", type=int, default=3)
     train.add_argument("--bits", type=int, default=8, help="bits of the training addends")
@@ -180,7 +183,7 @@ def add_commands(subparsers) -> None:
     train.add_argument("--steps", type=int, default=2000)
     train.add_argument("--learning-rate", type=float, default=0.05)
     train.add_argument("--verify-bits", type=int, default=8)
-    train.set_defaults(func=adder_train)
+    train.set_defaults(func=_reporting_errors("adder train", adder_train))
 
     step = subparsers.add_parser("step-rnn", help="the scalar step RNN (SPEC §2)")
     sub = step.add_subparsers(dest="step_rnn_command", metavar="ACTION", required=True)
@@ -188,12 +191,12 @@ def add_commands(subparsers) -> None:
     solve.add_argument("--x", type=_bits, action="append", required=True, help="e.g. 0,0,1")
     solve.add_argument("--y", type=_bits, action="append", required=True, help="e.g. 0,0,1")
     solve.add_argument("--s0", type=int, default=0)
-    solve.set_defaults(func=step_rnn_solve)
+    solve.set_defaults(func=_reporting_errors("step-rnn solve", step_rnn_solve))
     run = sub.add_parser("run", help="outputs of the step RNN for given weights")
     run.add_argument("--params", type=_numbers, required=True, help="w1,w2,b e.g. 2,2,-1")
     run.add_argument("--x", type=_bits, required=True)
     run.add_argument("--s0", type=int, default=0)
-    run.set_defaults(func=step_rnn_run)
+    run.set_defaults(func=_reporting_errors("step-rnn run", step_rnn_run))
 
 
 def tour():
