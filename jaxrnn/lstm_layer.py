@@ -17,7 +17,7 @@ import math
 
 import jax.numpy as jnp
 
-from jaxrnn._checks import dtype_of, shape_of
+from jaxrnn._checks import check_last_dim, check_matrix, dtype_of, shape_of
 from jaxrnn.cells import lstm
 from jaxrnn.lstm_fast.fused import fuse
 from jaxrnn.lstm_fast.kernel import Choices, lstm_scan
@@ -29,6 +29,7 @@ def _check_inputs(params, carry, xs, choices):
     xs_shape = shape_of(xs)
     if len(xs_shape) < 2:
         raise ValueError(f"xs: expected shape (T, *batch, D), got {xs_shape}")
+    check_last_dim(xs, check_matrix(params, "W_i")[1], name="xs")
     lstm.check(params, carry, xs)
     dtypes = {jnp.dtype(dtype_of(v)) for v in params.values()}
     if len(dtypes) != 1:

@@ -1,0 +1,240 @@
+"""The fast LSTM layer: equal to the plain scan and to a NumPy loop, gradients equal to
+jax.grad of the plain scan (float64, <= 1e-10 relative), with and without lengths."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import jaxrnn
+from jaxrnn.cells import lstm
+from jaxrnn.lstm_fast import Choices, fuse, unfuse
+from jaxrnn.lstm_layer import lstm_layer
+
+T, B, D, H = 7, 4, 3, 5
+
+# Every kernel choice must give the same numbers; each departs from the default in one way.
+CHOICES = {
+    "default": Choices(),
+    "unroll1": Choices(unroll=1, backward_unroll=1),
+    "unroll3_backward8": Choices(unroll=3, backward_unroll=8),
+    "plain_sigmoid": Choices(sigmoid_via_tanh=False),
+    "hoisted_input": Choices(hoist_input=True),
+    "grads_in_loop": Choices(grads_after_scan=False),
+}
+
+
+def _setup(seed, batch=(B,), n_steps=T, dtype=jnp.float64):
+    keys = jax.random.split(jax.random.PRNGKey(seed), 5)
+    params = lstm.init(keys[0], D, H, dtype=dtype)
+    # nonzero biases, larger weights: gates away from 1/2 so that mistakes show
+    params = {k: v + 0.3 * jax.random.normal(keys[1], v.shape, dtype) for k, v in params.items()}
+    xs = jax.random.normal(keys[2], (n_steps, *batch, D), dtype)
+    carry = (
+        jax.random.normal(keys[3], (*batch, H), dtype),
+        jax.random.normal(keys[4], (*batch, H), dtype),
+    )
+    return params, carry, xs
+
+
+def _numpy_lstm(params, carry, xs, lengths=None):
+    """An independent float64 NumPy loop over SPEC §4, per sequence, with lengths."""
+    p = {k: np.asarray(v, np.float64) for k, v in params.items()}
+    sig = lambda z: 1.0 / (1.0 + np.exp(-z))
+    xs = np.asarray(xs, np.float64)
+    c_all, h_all = (np.array(a, np.float64) for a in carry)
+    ys = np.zeros(xs.shape[:-1] + (H,))
+    for n in range(xs.shape[1]):
+        c, h = c_all[n], h_all[n]
+        for t in range(xs.shape[0] if lengths is None else int(lengths[n])):
+            x = xs[t, n]
+            i = sig(p["W_i"] @ x + p["U_i"] @ h + p["b_i"])
+            f = sig(p["W_f"] @ x + p["U_f"] @ h + p["b_f"])
+            o = sig(p["W_o"] @ x + p["U_o"] @ h + p["b_o"])
+            g = np.tanh(p["W_c"] @ x + p["U_c"] @ h + p["b_c"])
+            c = f * c + i * g
+            h = o * np.tanh(c)
+            ys[t, n] = h
+        c_all[n], h_all[n] = c, h
+    return (c_all, h_all), ys
+
+
+def _loss(run, weights):
+    """A loss that touches every output: ys, the final c and the final h."""
+
+    def loss(params, carry, xs):
+        (c, h), ys = run(params, carry, xs)
+        return jnp.sum(weights[0] * ys) + jnp.sum(jnp.sin(c)) + jnp.sum(weights[1] * h**2)
+
+    return loss
+
+
+def _max_relative_error(expected, got):
+    errors = jax.tree_util.tree_map(
+        lambda e, g: float(jnp.max(jnp.abs(e - g)) / max(float(jnp.max(jnp.abs(e))), 1e-300)),
+        expected,
+        got,
+    )
+    return max(jax.tree_util.tree_leaves(errors))
+
+
+def _gradients(params, carry, xs, lengths, choices, seed=0):
+    k1, k2 = jax.random.split(jax.random.PRNGKey(seed + 100))
+    weights = (
+        jax.random.normal(k1, xs.shape[:-1] + (H,), xs.dtype),
+        jax.random.normal(k2, xs.shape[1:-1] + (H,), xs.dtype),
+    )
+    reference = _loss(lambda p, c, x: jaxrnn.scan(lstm.apply, p, c, x, lengths=lengths), weights)
+    fast = _loss(lambda p, c, x: lstm_layer(p, c, x, lengths=lengths, choices=choices), weights)
+    expected = jax.jit(jax.grad(reference, argnums=(0, 1, 2)))(params, carry, xs)
+    got = jax.jit(jax.grad(fast, argnums=(0, 1, 2)))(params, carry, xs)
+    return expected, got
+
+
+@pytest.mark.parametrize("lengths", [None, [7, 3, 0, 1]], ids=["full", "lengths"])
+def test_forward_equals_a_numpy_loop(lengths):
+    params, carry, xs = _setup(0)
+    lengths = None if lengths is None else jnp.array(lengths)
+    (c, h), ys = lstm_layer(params, carry, xs, lengths=lengths)
+    (c_np, h_np), ys_np = _numpy_lstm(params, carry, xs, lengths)
+    np.testing.assert_allclose(ys, ys_np, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(c, c_np, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(h, h_np, rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("name", sorted(CHOICES))
+@pytest.mark.parametrize("lengths", [None, [7, 3, 0, 1]], ids=["full", "lengths"])
+def test_gradients_equal_jax_grad_of_the_plain_scan(name, lengths):
+    params, carry, xs = _setup(1)
+    lengths = None if lengths is None else jnp.array(lengths)
+    expected, got = _gradients(params, carry, xs, lengths, CHOICES[name])
+    assert _max_relative_error(expected, got) <= 1e-10
+
+
+@settings(max_examples=6)
+@given(
+    n_steps=st.integers(1, 6),
+    batch=st.lists(st.integers(1, 3), min_size=0, max_size=2).map(tuple),
+    seed=st.integers(0, 10_000),
+    use_lengths=st.booleans(),
+)
+def test_gradients_equal_jax_grad_for_random_shapes_and_lengths(n_steps, batch, seed, use_lengths):
+    params, carry, xs = _setup(seed, batch=batch, n_steps=n_steps)
+    lengths = None
+    if use_lengths:
+        lengths = jax.random.randint(jax.random.PRNGKey(seed), batch, 0, n_steps + 1)
+    expected, got = _gradients(params, carry, xs, lengths, Choices(), seed)
+    assert _max_relative_error(expected, got) <= 1e-10
+
+
+def test_a_sequence_of_length_zero_passes_its_carry_and_gradient_through():
+    params, carry, xs = _setup(2)
+    lengths = jnp.array([0, 0, 0, 0])
+    (c, h), ys = lstm_layer(params, carry, xs, lengths=lengths)
+    np.testing.assert_array_equal(c, carry[0])
+    np.testing.assert_array_equal(h, carry[1])
+    assert float(jnp.abs(ys).max()) == 0.0
+    # d(sum h_T)/d h_0 = 1 exactly, and nothing reaches the weights
+    grads = jax.grad(
+        lambda p, cr: lstm_layer(p, cr, xs, lengths=lengths)[0][1].sum(), argnums=(0, 1)
+    )(params, carry)
+    np.testing.assert_array_equal(grads[1][1], np.ones((B, H)))
+    assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree_util.tree_leaves(grads[0]))
+
+
+def test_lengths_under_jit_as_traced_values():
+    params, carry, xs = _setup(3)
+    lengths = jnp.array([2, 7, 5, 1])
+    run = jax.jit(lambda p, c, x, n: lstm_layer(p, c, x, lengths=n))
+    (c, h), ys = run(params, carry, xs, lengths)
+    (c_np, h_np), ys_np = _numpy_lstm(params, carry, xs, lengths)
+    np.testing.assert_allclose(ys, ys_np, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(h, h_np, rtol=1e-12, atol=1e-13)
+
+
+def test_float32_matches_the_plain_scan_in_float32():
+    params, carry, xs = _setup(4, dtype=jnp.float32)
+    (c, h), ys = lstm_layer(params, carry, xs)
+    assert ys.dtype == jnp.float32 and c.dtype == jnp.float32
+    (c_ref, h_ref), ys_ref = jaxrnn.scan(lstm.apply, params, carry, xs)
+    np.testing.assert_allclose(ys, ys_ref, rtol=1e-5, atol=1e-6)
+    expected, got = _gradients(params, carry, xs, None, Choices())
+    assert _max_relative_error(expected, got) <= 1e-4
+
+
+def test_the_gradient_is_the_custom_vjp_and_runs_two_scans():
+    params, carry, xs = _setup(5)
+    jaxpr = str(jax.make_jaxpr(lambda p: lstm_layer(p, carry, xs)[1].sum())(params))
+    assert "custom_vjp_call" in jaxpr
+    steps = jaxrnn.steps.sequential_steps(
+        jax.grad(lambda p: lstm_layer(p, carry, xs, choices=Choices(1, 1))[1].sum()), params
+    )
+    assert steps == 2 * T  # one forward scan, one reverse scan
+
+
+def test_fuse_stacks_gates_i_f_o_c_and_unfuse_inverts_it():
+    params, carry, xs = _setup(6)
+    W, U, b = fuse(params)
+    assert W.shape == (D, 4 * H) and U.shape == (H, 4 * H) and b.shape == (4 * H,)
+    h_prev, x = carry[1], xs[0]
+    z = x @ W + h_prev @ U + b
+    for k, gate in enumerate("ifoc"):
+        pre = x @ params[f"W_{gate}"].T + h_prev @ params[f"U_{gate}"].T + params[f"b_{gate}"]
+        np.testing.assert_allclose(z[:, k * H : (k + 1) * H], pre, rtol=1e-13)
+    back = unfuse(W, U, b)
+    for key in params:
+        np.testing.assert_array_equal(back[key], params[key])
+
+
+def test_empty_sequence_returns_the_carry():
+    params, carry, _ = _setup(7)
+    (c, h), ys = lstm_layer(params, carry, jnp.zeros((0, B, D)))
+    assert ys.shape == (0, B, H)
+    np.testing.assert_array_equal(h, carry[1])
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda p, c, x: (p, c, x[0, 0]), "xs: expected shape"),
+        (lambda p, c, x: (p, c, x[..., :2]), r"xs: expected shape \(\*batch, 3\)"),
+        (lambda p, c, x: (p, c[0], x), "carry: expected a tuple"),
+        (lambda p, c, x: (p, (c[0][:, :2], c[1]), x), r"carry\[0\]"),
+        (lambda p, c, x: (p, (c[0][:2], c[1][:2]), x), "the batch shape of xs"),
+        (lambda p, c, x: ({**p, "U_f": p["U_f"][:2]}, c, x), "U_f"),
+        (lambda p, c, x: ({k: v for k, v in p.items() if k != "b_o"}, c, x), "missing"),
+        (lambda p, c, x: ({**p, "b_o": p["b_o"].astype(jnp.float32)}, c, x), "one floating"),
+    ],
+)
+def test_bad_inputs_raise_value_errors_naming_them(change, message):
+    args = change(*_setup(8))
+    with pytest.raises(ValueError, match=message):
+        lstm_layer(*args)
+
+
+@pytest.mark.parametrize(
+    "lengths, message",
+    [
+        (jnp.array([1.0, 2.0, 3.0, 4.0]), "integer"),
+        (jnp.array([1, 2]), "batch shape"),
+        (jnp.array([1, 2, 3, T + 1]), r"\[0, T\]"),
+    ],
+)
+def test_bad_lengths_raise(lengths, message):
+    with pytest.raises(ValueError, match=f"lengths: .*{message}"):
+        lstm_layer(*_setup(9), lengths=lengths)
+
+
+@pytest.mark.parametrize(
+    "choices, message",
+    [
+        ((4, 4), "choices: expected"),
+        (Choices(unroll=0), "choices.unroll"),
+        (Choices(backward_unroll=True), "choices.backward_unroll"),
+    ],
+)
+def test_bad_choices_raise(choices, message):
+    with pytest.raises(ValueError, match=message):
+        lstm_layer(*_setup(10), choices=choices)
