@@ -247,7 +247,7 @@ def fit(
         written every ``checkpoint_every`` steps and at the end, with params, optimizer
         state, step, losses and evals. If it exists and ``resume`` is true, training
         continues from it (its tree, shapes and dtypes must match ``params`` and
-        ``opt_state``).
+        ``opt_state``). Across hosts, process 0 writes it and every process reads it.
       checkpoint_every: interval of checkpoints in steps (default: only at the end).
       resume: continue from an existing ``checkpoint`` (default True); if False, it is
         overwritten.
@@ -292,7 +292,8 @@ def fit(
         losses[:] = recorded
         history = {"losses": recorded, "eval_steps": eval_steps, "evals": evals}
         tree = jax.device_get({"params": params, "opt_state": opt_state})
-        ckpt.save(checkpoint, tree, step=step, metadata=history)
+        if jax.process_index() == 0:  # across hosts, one writer (the state is replicated)
+            ckpt.save(checkpoint, tree, step=step, metadata=history)
 
     log_every = log_every or max(1, steps // 100)
     bar = _progress_bar(steps, start, progress)

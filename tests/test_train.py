@@ -193,6 +193,10 @@ def test_resume_false_starts_over_and_resume_at_the_end_does_nothing(tmp_path):
     fresh = train.fit(*args, 2, checkpoint=path, resume=False, progress=False)
     assert checkpoint.read_manifest(path)["step"] == 2
     assert np.array_equal(fresh.history.losses, done.history.losses[:2])
+    foreign = tmp_path / "foreign.npz"
+    checkpoint.save(foreign, {"params": params, "opt_state": optax.sgd(0.05).init(params)}, step=3)
+    with pytest.raises(ValueError, match="0 recorded losses for step 3; it was not written by fit"):
+        train.fit(*args, 4, checkpoint=foreign, progress=False)
     with pytest.raises(ValueError, match="at step 2, past steps=1"):
         train.fit(*args, 1, checkpoint=path, progress=False)
     with pytest.raises(ValueError, match=r"\['params'\]\['w'\] has shape \(3,\).*\(4,\)"):
