@@ -4,7 +4,8 @@ Cells are pure functions with the ``lax.scan`` signature ``apply(params, carry, 
 (carry, y)``; a sequence is one ``lax.scan`` (:func:`scan`, :func:`bidirectional`).
 """
 
-from jaxrnn import bptt, cells, checkpoint, dynamics, sharding, steps, tasks, train
+from jaxrnn import bptt, cells, checkpoint, dynamics, interop, sharding, steps, tasks, train
+from jaxrnn.lstm_layer import lstm_layer
 from jaxrnn.scan import bidirectional, scan
 
 __version__ = "0.1.0"
@@ -15,6 +16,8 @@ __all__ = [
     "cells",
     "checkpoint",
     "dynamics",
+    "interop",
+    "lstm_layer",
     "scan",
     "sharding",
     "steps",
