@@ -127,14 +127,17 @@ def state_jacobian(cell, params, carry, xs, t: int, k: int):
             raise ValueError(f"{name}: expected an int, got {value!r}")
     if not 0 <= k <= t <= n_steps:
         raise ValueError(f"t, k: expected 0 <= k <= t <= T = {n_steps}, got t = {t}, k = {k}")
-    carry_k = scan(cell, params, carry, xs[:k])[0] if k > 0 else carry
 
-    def run_from_k(state):
-        if t == k:
-            return state
-        return scan(cell, params, state, xs[k:t])[0]
+    @jax.jit
+    def jacobian(params, carry, xs):
+        carry_k = scan(cell, params, carry, xs[:k])[0] if k > 0 else carry
 
-    return jax.jacobian(run_from_k)(carry_k)
+        def run_from_k(state):
+            return scan(cell, params, state, xs[k:t])[0] if t > k else state
+
+        return jax.jacobian(run_from_k)(carry_k)
+
+    return jacobian(params, carry, xs)
 
 
 def gradient_norms(cell, params, carry, xs):
@@ -153,16 +156,20 @@ def gradient_norms(cell, params, carry, xs):
         lambda leaf: jnp.zeros((n_steps,) + leaf.shape, leaf.dtype), carry
     )
 
-    def last_output(perturbations):
-        def step(state, inputs):
-            e, x = inputs
-            state = jax.tree_util.tree_map(jnp.add, state, e)
-            return cell(params, state, x)
+    @jax.jit
+    def jacobian(params, carry, xs, zeros):
+        def last_output(perturbations):
+            def step(state, inputs):
+                e, x = inputs
+                state = jax.tree_util.tree_map(jnp.add, state, e)
+                return cell(params, state, x)
 
-        _, ys = jax.lax.scan(step, carry, (perturbations, xs))
-        return ys[-1]
+            _, ys = jax.lax.scan(step, carry, (perturbations, xs))
+            return ys[-1]
 
-    blocks = jax.tree_util.tree_leaves(jax.jacobian(last_output)(zeros))
+        return jax.jacobian(last_output)(zeros)
+
+    blocks = jax.tree_util.tree_leaves(jacobian(params, carry, xs, zeros))
     out = blocks[0].shape[0]
     per_k = jnp.concatenate([b.reshape(out, n_steps, -1) for b in blocks], axis=-1)
     norms = jnp.linalg.norm(jnp.moveaxis(per_k, 1, 0), ord=2, axis=(-2, -1))

@@ -244,3 +244,12 @@ def test_report_string_lists_every_name_with_its_numbers():
         assert f"  {name} " in text
     assert "DIFFERS" in text and "blame: 'c' at step 4" in text
     assert jax.numpy.isfinite(report["c"].max_rel_error)
+
+
+def test_cli_bptt_check_catches_its_planted_mistake(capsys):
+    from jaxrnn.cli import main
+
+    assert main(["bptt", "check", "--mistake", "index-shift"]) == 0
+    out = capsys.readouterr().out
+    assert "blame: 'f' at step 5" in out  # loss at steps 1..5: worked out above
+    assert out.count("ok = True") == 4  # the fixed student code and the library's 3 models
