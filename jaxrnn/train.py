@@ -188,23 +188,22 @@ def _progress_bar(steps, start, enabled):
 
 def _restore(path, params, opt_state, steps):
     """``(params, opt_state, step, losses, eval_steps, evals)`` from the checkpoint."""
-    tree, step, meta = ckpt.restore(path, {"params": params, "opt_state": opt_state})
+    manifest = ckpt.read_manifest(path)
+    step = manifest["step"]
     if step > steps:
         raise ValueError(
             f"steps: the checkpoint {os.fspath(path)!r} is at step {step}, past steps={steps}"
         )
+    saved = {leaf["path"]: leaf["dtype"] for leaf in manifest["leaves"]}
+    losses = np.zeros(step, saved.get("['losses']", "float32"))
+    like = {"params": params, "opt_state": opt_state, "losses": losses}
+    tree, step, meta = ckpt.restore(path, like)
     history = meta if isinstance(meta, dict) else {}
-    losses = list(history.get("losses", []))
-    if len(losses) != step:
-        raise ValueError(
-            f"checkpoint {os.fspath(path)!r}: {len(losses)} recorded losses for step {step}; "
-            "it was not written by fit"
-        )
     return (
         tree["params"],
         tree["opt_state"],
         step,
-        losses,
+        list(np.asarray(tree["losses"])),
         list(history.get("eval_steps", [])),
         list(history.get("evals", [])),
     )
@@ -276,6 +275,7 @@ def fit(
         params, opt_state, start, losses, eval_steps, evals = _restore(
             checkpoint, params, opt_state, steps
         )
+    loss_dtype = _check_loss(loss_fn, params, get_batch(start % steps))
 
     train_step = _compiled_step(loss_fn, optimizer, mesh)
     place_batch = lambda batch: batch
@@ -283,16 +283,15 @@ def fit(
         params, opt_state = sharding.replicate((params, opt_state), mesh)
         place_batch = lambda batch: sharding.shard_batch(batch, mesh, batch_axis)
     evaluate = jax.jit(eval_fn) if eval_fn is not None else None
-    loss_dtype = _check_loss(loss_fn, params, get_batch(min(start, steps - 1)))
     if eval_fn is not None:
         _check_eval(eval_fn, params)
 
     def save(step):
-        recorded = [float(x) for x in jax.device_get(losses)]
-        losses[:] = recorded
-        history = {"losses": recorded, "eval_steps": eval_steps, "evals": evals}
+        losses[:] = jax.device_get(losses)
         tree = jax.device_get({"params": params, "opt_state": opt_state})
+        tree["losses"] = np.asarray(losses, loss_dtype)
         if jax.process_index() == 0:  # across hosts, one writer (the state is replicated)
+            history = {"eval_steps": eval_steps, "evals": evals}
             ckpt.save(checkpoint, tree, step=step, metadata=history)
 
     log_every = log_every or max(1, steps // 100)

@@ -195,7 +195,7 @@ def test_resume_false_starts_over_and_resume_at_the_end_does_nothing(tmp_path):
     assert np.array_equal(fresh.history.losses, done.history.losses[:2])
     foreign = tmp_path / "foreign.npz"
     checkpoint.save(foreign, {"params": params, "opt_state": optax.sgd(0.05).init(params)}, step=3)
-    with pytest.raises(ValueError, match="0 recorded losses for step 3; it was not written by fit"):
+    with pytest.raises(ValueError, match=r"does not match the template.*missing.*\['losses'\]"):
         train.fit(*args, 4, checkpoint=foreign, progress=False)
     with pytest.raises(ValueError, match="at step 2, past steps=1"):
         train.fit(*args, 1, checkpoint=path, progress=False)
