@@ -1,0 +1,320 @@
+"""LSTM layer on CPU: jaxrnn's fast path against autodiff, PyTorch, flax and equinox.
+
+    python bench/lstm.py [--rounds N] [--no-write]
+
+T = 256, B = 32, D = 64, H = 256, float32. For each contender: the forward time, the
+forward+backward time (gradients of sum(ys) with respect to the weights and the inputs)
+and the peak memory, all in one run with the contenders interleaved round by round
+(medians over rounds, after a warm-up), and the ratio of jaxrnn's fast path to each.
+Then the table of kernel choices of the fast path, each measured in the same way
+against PyTorch, and a profile of the fast path's parts. Writes the section "lstm" of
+bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+from _results import machine_line, markdown_table, write_section  # noqa: E402
+
+import jaxrnn  # noqa: E402
+from jaxrnn.cells import lstm  # noqa: E402
+from jaxrnn.lstm_fast import Choices, fuse, lstm_scan  # noqa: E402
+
+T, B, D, H = 256, 32, 64, 256
+THREADS = os.cpu_count()
+MB = 2**20
+
+
+# --- contenders: each gives (forward(), forward_backward(), peak_forward, peak_fb) ---------
+
+
+def _jax_contender(loss_and_outputs, args):
+    """Jitted forward and grad of a JAX function ``f(*args) -> ys``; memory from XLA."""
+    forward = jax.jit(loss_and_outputs)
+    grad = jax.jit(jax.grad(lambda *a: loss_and_outputs(*a).sum(), argnums=(0, 1)))
+
+    def peak(fn):
+        stats = fn.lower(*args).compile().memory_analysis()
+        return (stats.temp_size_in_bytes + stats.output_size_in_bytes) / MB
+
+    return (
+        lambda: forward(*args).block_until_ready(),
+        lambda: jax.block_until_ready(grad(*args)),
+        peak(forward),
+        peak(grad),
+    )
+
+
+def jaxrnn_fast(params, xs, choices=None):
+    carry = lstm.init_carry((B,), H)
+    return _jax_contender(
+        lambda p, x: jaxrnn.lstm_layer(p, carry, x, choices=choices)[1], (params, xs)
+    )
+
+
+def jaxrnn_autodiff(params, xs):
+    carry = lstm.init_carry((B,), H)
+    return _jax_contender(lambda p, x: jaxrnn.scan(lstm.apply, p, carry, x)[1], (params, xs))
+
+
+def flax_rnn(params, xs):
+    import flax.linen as nn
+
+    rnn = nn.RNN(nn.LSTMCell(H), time_major=True)
+    variables = {"params": {"cell": jaxrnn.interop.to_flax_lstm_cell(params)}}
+    return _jax_contender(lambda v, x: rnn.apply(v, x), (variables, xs))
+
+
+def equinox_scan(params, xs):
+    import equinox as eqx
+
+    cell = eqx.nn.LSTMCell(D, H, key=jax.random.PRNGKey(0))
+    # equinox stacks the gates i, f, g, o in one (4H, D) matrix, like PyTorch
+    order = ("i", "f", "c", "o")
+    cell = eqx.tree_at(
+        lambda m: (m.weight_ih, m.weight_hh, m.bias),
+        cell,
+        (
+            jnp.concatenate([params[f"W_{g}"] for g in order]),
+            jnp.concatenate([params[f"U_{g}"] for g in order]),
+            jnp.concatenate([params[f"b_{g}"] for g in order]),
+        ),
+    )
+
+    def run(model, x):  # one sequence, x (T, D)
+        def step(carry, x_t):
+            h, c = model(x_t, carry)
+            return (h, c), h
+
+        zero = jnp.zeros((H,), x.dtype)
+        return jax.lax.scan(step, (zero, zero), x)[1]
+
+    def batched(model, x):
+        return jax.vmap(run, in_axes=(None, 1), out_axes=1)(model, x)
+
+    return _jax_contender(batched, (cell, xs))
+
+
+def torch_lstm(params, xs):
+    import numpy as np
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.set_num_threads(THREADS)
+    module = torch.nn.LSTM(D, H)
+    module.load_state_dict(jaxrnn.interop.to_torch_lstm(params))
+    x = torch.from_numpy(np.array(xs)).requires_grad_(True)
+    weights = list(module.parameters())
+
+    def forward():
+        with torch.no_grad():
+            return module(x)[0]
+
+    def forward_backward():
+        return torch.autograd.grad(module(x)[0].sum(), weights + [x])
+
+    def peak(fn):
+        # torch has no peak counter on CPU: replay the profiler's allocation events in time
+        # order and take the maximum of the live bytes allocated since the start.
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            fn()
+        live = top = 0
+        for event in sorted(prof.events(), key=lambda e: e.time_range.start):
+            live += event.self_cpu_memory_usage
+            top = max(top, live)
+        return top / MB
+
+    return forward, forward_backward, peak(forward), peak(forward_backward)
+
+
+# --- measurement ---------------------------------------------------------------------------
+
+
+def interleaved_medians(contenders: dict, rounds: int, warmup: int = 2) -> dict:
+    """Median forward and forward+backward seconds of each contender, interleaved by round."""
+    for forward, forward_backward, *_ in contenders.values():
+        for _ in range(warmup):
+            forward()
+            forward_backward()
+    times = {name: ([], []) for name in contenders}
+    for _ in range(rounds):
+        for name, (forward, forward_backward, *_) in contenders.items():
+            for fn, store in zip((forward, forward_backward), times[name], strict=True):
+                start = time.perf_counter()
+                fn()
+                store.append(time.perf_counter() - start)
+    return {name: tuple(statistics.median(s) for s in pair) for name, pair in times.items()}
+
+
+def _ms(seconds):
+    return f"{seconds * 1e3:.1f}"
+
+
+def peers_table(params, xs, rounds):
+    contenders = {
+        "jaxrnn lstm_layer (hand BPTT)": jaxrnn_fast(params, xs),
+        "jaxrnn scan + jax.grad": jaxrnn_autodiff(params, xs),
+        "PyTorch nn.LSTM": torch_lstm(params, xs),
+        "flax.linen RNN(LSTMCell)": flax_rnn(params, xs),
+        "equinox LSTMCell + lax.scan": equinox_scan(params, xs),
+    }
+    medians = interleaved_medians(contenders, rounds)
+    fast_f, fast_fb = medians["jaxrnn lstm_layer (hand BPTT)"]
+    rows = []
+    for name, (f, fb) in medians.items():
+        _, _, mem_f, mem_fb = contenders[name]
+        rows.append(
+            [
+                name,
+                _ms(f),
+                _ms(fb),
+                f"{fast_f / f:.2f}x",
+                f"{fast_fb / fb:.2f}x",
+                f"{mem_f:.1f}",
+                f"{mem_fb:.1f}",
+            ]
+        )
+    header = [
+        "contender",
+        "forward ms",
+        "fwd+bwd ms",
+        "fast / this (fwd)",
+        "fast / this (fwd+bwd)",
+        "peak MB fwd",
+        "peak MB fwd+bwd",
+    ]
+    return markdown_table(header, rows), medians
+
+
+CHOICES = {
+    "default": Choices(),
+    "unroll 1 (fwd and bwd)": Choices(unroll=1, backward_unroll=1),
+    "unroll 2": Choices(unroll=2, backward_unroll=2),
+    "unroll 8": Choices(unroll=8, backward_unroll=8),
+    "sigmoid as jax.nn.sigmoid": Choices(sigmoid_via_tanh=False),
+    "input projection hoisted out of the scan": Choices(hoist_input=True),
+    "weight/input grads accumulated in the loop": Choices(grads_after_scan=False),
+}
+
+
+def choices_table(params, xs, rounds):
+    contenders = {name: jaxrnn_fast(params, xs, choice) for name, choice in CHOICES.items()}
+    contenders["PyTorch nn.LSTM"] = torch_lstm(params, xs)
+    medians = interleaved_medians(contenders, rounds)
+    torch_f, torch_fb = medians.pop("PyTorch nn.LSTM")
+    default_f, default_fb = medians["default"]
+    rows = []
+    for name, (f, fb) in medians.items():
+        rows.append(
+            [
+                f"{name}: {CHOICES[name]}" if name == "default" else name,
+                _ms(f),
+                _ms(fb),
+                f"{f / default_f:.2f}x",
+                f"{fb / default_fb:.2f}x",
+                f"{fb / torch_fb:.2f}x",
+            ]
+        )
+    rows.append(["PyTorch nn.LSTM (same run)", _ms(torch_f), _ms(torch_fb), "", "", "1.00x"])
+    header = [
+        "choice (one change from the default)",
+        "forward ms",
+        "fwd+bwd ms",
+        "fwd vs default",
+        "fwd+bwd vs default",
+        "fwd+bwd / PyTorch",
+    ]
+    return markdown_table(header, rows)
+
+
+def profile_table(params, xs, rounds):
+    """The fast path's forward+backward split into its parts, each jitted on its own."""
+    choices = Choices()
+    W, U, b = fuse(params)
+    c0 = h0 = jnp.zeros((B, H), xs.dtype)
+    fwd = jax.jit(lambda *a: lstm_scan.fwd(choices, *a, None))  # forward with residuals
+    (c_last, hs), residuals = fwd(W, U, b, c0, h0, xs)
+    cotangents = (jnp.zeros_like(c_last), jnp.ones_like(hs))
+    bwd = jax.jit(lambda r, ct: lstm_scan.bwd(choices, r, ct))
+    flops = 2 * T * B * 4 * H * (D + H)  # one pass of the two matmuls over all steps
+    parts = {
+        "forward with residuals (scan)": lambda: jax.block_until_ready(fwd(W, U, b, c0, h0, xs)),
+        "backward (reverse scan + weight/input matmuls)": lambda: jax.block_until_ready(
+            bwd(residuals, cotangents)
+        ),
+    }
+    medians = interleaved_medians({k: (v, v) for k, v in parts.items()}, rounds)
+    rows = [[name, _ms(f)] for name, (f, _) in medians.items()]
+    total = sum(f for f, _ in medians.values())
+    rows.append(["sum", _ms(total)])
+    note = (
+        f"Matmul work: forward {flops / 1e9:.1f} GFLOP; backward about twice that "
+        f"({2 * flops / 1e9:.1f} GFLOP: zbar U^T in the loop, then x^T zbar, h^T zbar, "
+        f"zbar W^T after it); in all {3 * flops / 1e9:.1f} GFLOP, i.e. "
+        f"{3 * flops / total / 1e9:.0f} GFLOP/s achieved by the fast path's parts."
+    )
+    return markdown_table(["part of the fast path", "ms"], rows) + "\n\n" + note
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    args = parser.parse_args(argv)
+    key_p, key_x = jax.random.split(jax.random.PRNGKey(0))
+    params = lstm.init(key_p, D, H)
+    xs = jax.random.normal(key_x, (T, B, D), jnp.float32)
+
+    peers, medians = peers_table(params, xs, args.rounds)
+    print(peers, flush=True)
+    choices = choices_table(params, xs, args.rounds)
+    print(choices, flush=True)
+    profile = profile_table(params, xs, args.rounds)
+    print(profile, flush=True)
+    fast_fb = medians["jaxrnn lstm_layer (hand BPTT)"][1]
+    torch_fb = medians["PyTorch nn.LSTM"][1]
+    verdict = "met" if fast_fb <= torch_fb else "NOT met"
+    load = os.getloadavg()[0]
+    body = f"""## LSTM layer, CPU (`python bench/lstm.py`)
+
+{machine_line()}
+
+T = {T}, B = {B}, D = {D}, H = {H}, float32; loss sum(ys), gradients with respect to all
+weights and the inputs. Medians of {args.rounds} interleaved rounds after 2 warm-up calls.
+PyTorch runs with `torch.set_num_threads({THREADS})`, the {THREADS} cores XLA:CPU uses.
+Peak memory: for JAX, XLA's `compile().memory_analysis()` (temporaries + outputs, the
+bytes beyond the inputs); for PyTorch, the profiler's allocation events
+(`profile_memory=True`) replayed in time order, maximum of live bytes.
+1-minute load average at the end of the run: {load:.1f}.
+
+**Acceptance (fast fwd+bwd <= 1.0x PyTorch's, same run): {verdict}**, at
+{fast_fb / torch_fb:.2f}x ({_ms(fast_fb)} ms against {_ms(torch_fb)} ms).
+
+{peers}
+
+### Kernel choices of the fast path, one at a time
+
+{choices}
+
+### Profile of the fast path
+
+{profile}
+"""
+    if not args.no_write:
+        write_section("lstm", body)
+    print(f"fast / PyTorch fwd+bwd: {fast_fb / torch_fb:.2f}x ({verdict})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
