@@ -10,7 +10,7 @@ Format (one file, conventionally ``*.npz``): a zip archive, readable with
     {"format": "jaxrnn.checkpoint", "version": 1, "step": 1200,
      "treedef": "PyTreeDef(...)",                     # str() of the tree structure
      "leaves": [{"path": "['params']['W_i']", "shape": [8, 2], "dtype": "float32",
-                 "stored_as": "float32", "key_impl": null}, ...],
+                 "stored_as": "<f4", "stored_shape": [8, 2], "key_impl": null}, ...],
      "sha256": "...",                                 # over every leaf's path, dtype, shape, bytes
      "metadata": {...}}                               # any JSON data of the caller
 

@@ -140,7 +140,7 @@ def test_truncated_file_raises(tmp_path, keep):
     checkpoint.save(path, {"w": np.arange(100.0)}, step=1)
     data = path.read_bytes()
     size = int(len(data) * keep) if isinstance(keep, float) else keep
-    path.write_bytes(data[:size] if size >= 0 else data[:size])
+    path.write_bytes(data[:size])
     with pytest.raises(ValueError, match="truncated"):
         checkpoint.restore(path, {"w": np.zeros(100)})
 
