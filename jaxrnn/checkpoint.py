@@ -65,7 +65,7 @@ def _dtype_name(leaf) -> str:
     return str(dtype if dtype is not None else np.asarray(leaf).dtype)
 
 
-def _to_storable(leaf):
+def _to_storable(leaf_path, leaf):
     """A numpy array pickle-free ``.npy`` can hold, and its manifest entry."""
     key_impl = None
     if _is_key(leaf):
@@ -75,7 +75,7 @@ def _to_storable(leaf):
         array = np.asarray(leaf)
     dtype = array.dtype
     if dtype.hasobject:
-        raise ValueError(f"tree: leaves must be arrays of numbers, got dtype {dtype}")
+        raise ValueError(f"tree{leaf_path}: expected an array of numbers, got dtype {dtype}")
     if dtype.isbuiltin != 1:  # e.g. bfloat16: store its bits
         array = array.view(f"u{dtype.itemsize}")
     entry = {
@@ -135,7 +135,7 @@ def save(path, tree, *, step: int, metadata=None) -> None:
     paths = [p for p, _ in entries]
     arrays, leaf_manifest = [], []
     for leaf_path, leaf in entries:
-        array, entry = _to_storable(leaf)
+        array, entry = _to_storable(leaf_path, leaf)
         arrays.append(array)
         leaf_manifest.append({"path": leaf_path, **entry})
     manifest = {
