@@ -9,7 +9,7 @@ returning ``updates = float(theta(k+1)) - float(theta(k))``. The spill schedule 
 buffer is computed once for ``max_steps`` steps (constant beta), so the state has static
 shapes and ``update`` runs under ``jit``. For exact undo, compute each gradient at
 ``params_of(state)`` (the exact parameters; ``optax.apply_updates`` agrees with them to
-rounding). :func:`undo` then steps back:
+rounding) with the same compiled gradient function each time. :func:`undo` steps back:
 
     theta(k) = theta(k+1) - v(k+1),   v(k) = (v(k+1) + alpha_k ∇J(theta(k))) / beta
 
@@ -47,6 +47,7 @@ class ReversibleMomentumState(NamedTuple):
     step: Any
     bad_step: Any
     mismatch_step: Any
+    checksum: Any  # sum of fingerprints of the rounded steps taken (uint32); 0 at step 0
 
 
 def _is_word(x) -> bool:
@@ -108,6 +109,7 @@ def reversible_momentum(
             step=jnp.zeros((), jnp.int32),
             bad_step=start.bad_step,
             mismatch_step=jnp.asarray(-1, jnp.int32),
+            checksum=jnp.zeros((), jnp.uint32),
         )
 
     def update_fn(updates, state, params=None):
@@ -121,6 +123,7 @@ def reversible_momentum(
         )
         parts = [treedef.flatten_up_to(x) for x in state[:5]]
         out, delta, overflow = [[], [], [], []], [], k >= max_steps
+        checksum = state.checksum
         for theta, vel, word, slots, like, g in zip(*parts, grads, strict=True):
             dt = like.dtype
             new = sgd.forward_leaf(
@@ -130,6 +133,7 @@ def reversible_momentum(
             for lst, item in zip(out, new[:4], strict=True):
                 lst.append(item)
             overflow = overflow | new[5]
+            checksum = checksum + fp.fingerprint(new[4], k)
             delta.append(fp.to_float(new[0], frac_bits, dt) - fp.to_float(theta, frac_bits, dt))
         bad = jnp.where((state.bad_step < 0) & overflow, k, state.bad_step)
         new_state = state._replace(
@@ -139,6 +143,7 @@ def reversible_momentum(
             slots=treedef.unflatten(out[3]),
             step=k + 1,
             bad_step=bad.astype(jnp.int32),
+            checksum=checksum,
         )
         return treedef.unflatten(delta), new_state
 
@@ -158,9 +163,11 @@ def params_of(opt: ReversibleMomentum, state: ReversibleMomentumState):
 def undo(opt: ReversibleMomentum, state: ReversibleMomentumState, grad_fn):
     """Undo the last update exactly: ``grad_fn(params) -> grads`` is evaluated at theta(k).
 
-    Returns the previous state (bit for bit, when ``grad_fn`` is the gradient used
-    forward). A mismatching gradient or an undo past step 0 sets ``mismatch_step``;
-    :func:`check` raises on it.
+    Returns the previous state (bit for bit, when ``grad_fn`` computes exactly the gradient
+    used forward: use the same compiled function, e.g. one ``jax.jit(jax.grad(loss))``, both
+    ways, since eager and fused evaluation may round differently). A mismatch is detected
+    where the buffer restores a spilled half, and by the checksum of all steps on reaching
+    step 0; it sets ``mismatch_step`` (as does an undo past step 0); :func:`check` raises.
     """
     treedef = jax.tree_util.tree_structure(state.dtypes)
     theta, vel, word, slots, likes = [treedef.flatten_up_to(x) for x in state[:5]]
@@ -173,15 +180,17 @@ def undo(opt: ReversibleMomentum, state: ReversibleMomentumState, grad_fn):
     ]
     grads = treedef.flatten_up_to(grad_fn(treedef.unflatten(floats)))
     alpha = opt.learning_rate(k) if callable(opt.learning_rate) else opt.learning_rate
-    new_vel, new_word, mismatch = [], [], k < 0
+    new_vel, new_word, mismatch, checksum = [], [], k < 0, state.checksum
     for i, like in enumerate(likes):
-        v, w, _, bad = sgd.undo_velocity_leaf(
+        v, w, step_word, bad = sgd.undo_velocity_leaf(
             vel[i], word[i], slots[i], sgd.alpha_times(alpha, grads[i], like.dtype),
             jnp.uint32(opt.numerator), flag, slot_k, opt.frac_bits,
         )  # fmt: skip
         new_vel.append(v)
         new_word.append(w)
         mismatch = mismatch | bad
+        checksum = checksum - fp.fingerprint(step_word, k)
+    mismatch = mismatch | ((k == 0) & (checksum != 0))
     previous = jnp.where((state.mismatch_step < 0) & mismatch, k, state.mismatch_step)
     return state._replace(
         theta=treedef.unflatten(theta),
@@ -189,6 +198,7 @@ def undo(opt: ReversibleMomentum, state: ReversibleMomentumState, grad_fn):
         word=treedef.unflatten(new_word),
         step=jnp.maximum(k, 0),
         mismatch_step=previous.astype(jnp.int32),
+        checksum=checksum,
     )
 
 
