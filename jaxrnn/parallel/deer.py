@@ -192,10 +192,12 @@ def _check_arguments(cell, params, carry, xs, *, max_iters, tol, jacobian, batch
         raise ValueError(f"batch_ndim: expected a non-negative int, got {batch_ndim!r}")
     if batch_ndim < 0:
         raise ValueError(f"batch_ndim: expected a non-negative int, got {batch_ndim}")
+    xs_shapes = [shape_of(leaf) for leaf in jax.tree_util.tree_leaves(xs)]
+    if xs_shapes and all(len(s) >= 1 for s in xs_shapes) and xs_shapes[0][0] < 1:
+        raise ValueError(f"xs: expected at least one time step, got shapes {xs_shapes}")
     # The sequential runner validates carry, xs and the cell's carry type; reuse it, abstractly.
     jax.eval_shape(lambda p, c, x: scan(cell, p, c, x), params, carry, xs)
     carry_shapes = [shape_of(leaf) for leaf in jax.tree_util.tree_leaves(carry)]
-    xs_shapes = [shape_of(leaf) for leaf in jax.tree_util.tree_leaves(xs)]
     batches = {s[:batch_ndim] for s in carry_shapes} | {s[1 : 1 + batch_ndim] for s in xs_shapes}
     too_short = any(len(s) < batch_ndim for s in carry_shapes) or any(
         len(s) < 1 + batch_ndim for s in xs_shapes
@@ -206,8 +208,6 @@ def _check_arguments(cell, params, carry, xs, *, max_iters, tol, jacobian, batch
             f"and every xs leaf after T, got carry shapes {carry_shapes} and xs shapes "
             f"{xs_shapes}"
         )
-    if xs_shapes[0][0] < 1:
-        raise ValueError(f"xs: expected at least one time step, got shapes {xs_shapes}")
     for leaf in jax.tree_util.tree_leaves(carry):
         if not jnp.issubdtype(dtype_of(leaf), jnp.floating):
             raise ValueError(f"carry: expected floating leaves, got dtype {dtype_of(leaf)}")

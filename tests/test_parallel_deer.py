@@ -1,0 +1,262 @@
+"""DEER against the sequential scan: trajectories, gradients, convergence reports, errors."""
+
+import functools
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxrnn
+from jaxrnn.cells import elman, gru, lstm, lstm_scalar
+from jaxrnn.parallel import DeerNotConverged, DeerNotConvergedWarning, deer
+
+T, B, D, H = 24, 2, 2, 3
+KEY = jax.random.PRNGKey(7)
+CELLS = {"elman": elman, "gru": gru, "lstm": lstm, "lstm_scalar": lstm_scalar}
+
+
+def problem(name, dtype=jnp.float64):
+    """A cell, its params, a non-zero initial carry (batch B) and inputs (T, B, ...)."""
+    module = CELLS[name]
+    k_params, k_carry, k_xs = jax.random.split(KEY, 3)
+    if name == "lstm_scalar":
+        params = module.init(k_params, dtype=dtype)
+        carry = module.init_carry((B,), dtype=dtype)
+        xs = jax.random.normal(k_xs, (T, B), dtype)
+    else:
+        params = module.init(k_params, D, H, dtype=dtype)
+        carry = module.init_carry((B,), H, dtype=dtype)
+        xs = jax.random.normal(k_xs, (T, B, D), dtype)
+    carry = jax.tree_util.tree_map(
+        lambda leaf: 0.5 * jax.random.normal(k_carry, leaf.shape, dtype), carry
+    )
+    return module.apply, params, carry, xs
+
+
+def max_diff(a, b):
+    pairs = zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True)
+    return max(float(jnp.max(jnp.abs(x - y))) for x, y in pairs)
+
+
+def elman_with_radius(radius, hidden=4, dtype=jnp.float64):
+    """An Elman cell whose recurrent matrix has spectral radius ``radius`` (SPEC §5)."""
+    params = elman.init(KEY, D, hidden, dtype=dtype)
+    W = np.asarray(params["W"])
+    params["W"] = jnp.asarray(W * radius / np.max(np.abs(np.linalg.eigvals(W)))).astype(dtype)
+    params["U"] = 2.0 * params["U"]
+    return params
+
+
+@pytest.mark.parametrize(
+    ("name", "jacobian"),
+    [
+        ("elman", "full"),
+        ("gru", "full"),
+        ("lstm", "full"),
+        ("lstm_scalar", "full"),
+        ("gru", "diagonal"),
+        ("lstm", "diagonal"),
+    ],
+)
+def test_trajectory_equals_scan(name, jacobian):
+    cell, params, carry, xs = problem(name)
+    final, ys, info = deer(cell, params, carry, xs, jacobian=jacobian, batch_ndim=1)
+    want_final, want_ys = jaxrnn.scan(cell, params, carry, xs)
+    assert info.converged.shape == (B,) and bool(jnp.all(info.converged))
+    assert max_diff(ys, want_ys) <= 1e-10
+    assert max_diff(final, want_final) <= 1e-10
+    assert float(jnp.max(info.residual)) <= 1e-10
+    assert bool(jnp.all(info.iterations <= T + 1))
+
+
+def test_whole_batch_as_one_state_equals_scan():
+    """batch_ndim=0: the (B, 2H) LSTM carry is one Newton system, coupled but still right."""
+    cell, params, carry, xs = problem("lstm")
+    final, ys, info = deer(cell, params, carry, xs)
+    assert info.iterations.shape == () and bool(info.converged)
+    want_final, want_ys = jaxrnn.scan(cell, params, carry, xs)
+    assert max_diff((final, ys), (want_final, want_ys)) <= 1e-10
+
+
+def test_full_newton_needs_fewer_iterations_than_diagonal():
+    cell, params, carry, xs = problem("gru")
+    full = deer(cell, params, carry, xs, jacobian="full", batch_ndim=1)[2]
+    diagonal = deer(cell, params, carry, xs, jacobian="diagonal", batch_ndim=1)[2]
+    assert bool(jnp.all(full.iterations < diagonal.iterations))
+    # quadratic convergence: the last useful full-Newton update squares the one before it
+    norms = np.asarray(full.update_norms[0])
+    k = int(full.iterations[0])
+    assert np.all(np.isnan(norms[k:])) and not np.any(np.isnan(norms[:k]))
+    assert norms[k - 2] <= 10 * norms[k - 3] ** 2
+
+
+def test_iteration_k_makes_the_first_k_steps_exact():
+    """Newton on a triangular system: after k iterations, s_1..s_k are exact (any dynamics)."""
+    params = elman_with_radius(3.0)
+    carry = jnp.zeros((4,))
+    xs = jax.random.normal(KEY, (T, D), jnp.float64)
+    _, want = jaxrnn.scan(elman.apply, params, carry, xs)
+    for k in (1, 4):
+        _, ys, info = deer(
+            elman.apply, params, carry, xs, max_iters=k, jacobian="diagonal", on_failure="ignore"
+        )
+        assert int(info.iterations) == k and not bool(info.converged)
+        # ys[t] = f(s_t) with s_1..s_k exact, so ys[0..k] are exact; ys[k+1] not yet
+        assert float(jnp.max(jnp.abs(ys[: k + 1] - want[: k + 1]))) <= 1e-12
+        assert float(jnp.max(jnp.abs(ys[k + 1] - want[k + 1]))) > 1e-6
+    # and T + 1 iterations always suffice, even with an expanding Jacobian chain
+    _, ys, info = deer(elman.apply, params, carry, xs, max_iters=T + 1, jacobian="diagonal")
+    assert bool(info.converged)
+    assert float(jnp.max(jnp.abs(ys - want))) <= 1e-10
+
+
+def test_contracting_dynamics_converge_faster():
+    """SPEC §5: a contracting Jacobian chain lets Newton's errors fade along the sequence."""
+    xs = jax.random.normal(KEY, (200, D), jnp.float64)
+    iterations = {}
+    for radius in (0.5, 3.0):
+        params = elman_with_radius(radius)
+        info = deer(elman.apply, params, jnp.zeros(4), xs, jacobian="diagonal", max_iters=200)[2]
+        assert bool(info.converged)
+        iterations[radius] = int(info.iterations)
+    assert iterations[0.5] * 3 < iterations[3.0]
+
+
+def loss_of(runner):
+    def loss(params, carry, xs):
+        final, ys = runner(params, carry, xs)[:2]
+        final_term = sum(jnp.sum(leaf**2) for leaf in jax.tree_util.tree_leaves(final))
+        weights = jnp.arange(1.0, T + 1).reshape((T,) + (1,) * (ys.ndim - 1))
+        return jnp.sum(jnp.sin(ys) * weights) + final_term
+
+    return loss
+
+
+@pytest.mark.parametrize(
+    ("name", "jacobian"),
+    [
+        ("elman", "full"),
+        ("gru", "full"),
+        ("lstm", "full"),
+        ("lstm", "diagonal"),
+    ],
+)
+def test_gradients_equal_grad_of_scan(name, jacobian):
+    cell, params, carry, xs = problem(name)
+    run_deer = functools.partial(deer, cell, jacobian=jacobian, batch_ndim=1)
+    run_scan = functools.partial(jaxrnn.scan, cell)
+    got = jax.jit(jax.grad(loss_of(run_deer), argnums=(0, 1, 2)))(params, carry, xs)
+    want = jax.jit(jax.grad(loss_of(run_scan), argnums=(0, 1, 2)))(params, carry, xs)
+    for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want), strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-9, atol=1e-11)
+
+
+def test_float32_converges_to_float32_tolerance():
+    cell, params, carry, xs = problem("elman", jnp.float32)
+    final, ys, info = deer(cell, params, carry, xs, batch_ndim=1)
+    assert ys.dtype == jnp.float32 and bool(jnp.all(info.converged))
+    assert max_diff(ys, jaxrnn.scan(cell, params, carry, xs)[1]) <= 1e-5
+
+
+# --- non-convergence is never silent -------------------------------------------------------
+
+
+def failing_problem():
+    """Two quasi-Newton iterations cannot solve 24 steps of a strongly coupled LSTM."""
+    cell, params, carry, xs = problem("lstm")
+    return cell, params, carry, xs, dict(max_iters=2, jacobian="diagonal", batch_ndim=1)
+
+
+def test_on_failure_warn_eager_and_under_jit():
+    cell, params, carry, xs, options = failing_problem()
+    with pytest.warns(DeerNotConvergedWarning, match="did not converge"):
+        _, _, info = deer(cell, params, carry, xs, **options)
+    assert not bool(jnp.any(info.converged)) and bool(jnp.all(info.iterations == 2))
+    run = jax.jit(lambda p, c, x: deer(cell, p, c, x, **options))
+    with pytest.warns(DeerNotConvergedWarning, match="iterations run: 2"):
+        jax.block_until_ready(run(params, carry, xs))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a converged run warns nothing
+        jax.block_until_ready(deer(cell, params, carry, xs, batch_ndim=1))
+
+
+def test_on_failure_raise():
+    cell, params, carry, xs, options = failing_problem()
+    with pytest.raises(DeerNotConverged, match="did not converge") as error:
+        deer(cell, params, carry, xs, on_failure="raise", **options)
+    assert error.value.info.update_norms.shape == (B, 2)
+    with pytest.raises(ValueError, match="^on_failure: 'raise' needs concrete"):
+        jax.jit(lambda x: deer(cell, params, carry, x, on_failure="raise", **options))(xs)
+    final, ys, info = deer(cell, params, carry, xs, on_failure="raise", batch_ndim=1)  # converges
+    assert bool(jnp.all(info.converged))
+
+
+def test_on_failure_nan_marks_only_failing_sequences():
+    cell, params, carry, xs = problem("elman")
+    xs = xs.at[:, 1].multiply(0.0)  # sequence 1: constant input, converges fast
+    options = dict(max_iters=3, jacobian="diagonal", batch_ndim=1, on_failure="nan")
+    final, ys, info = deer(cell, params, carry, xs, **options)
+    assert not bool(info.converged[0])
+    assert bool(jnp.all(jnp.isnan(ys[:, 0]))) and bool(jnp.all(jnp.isnan(final[0])))
+    if bool(info.converged[1]):
+        assert max_diff(ys[:, 1], jaxrnn.scan(cell, params, carry, xs)[1][:, 1]) <= 1e-5
+
+
+def test_on_failure_ignore_returns_info_only():
+    cell, params, carry, xs, options = failing_problem()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, ys, info = deer(cell, params, carry, xs, on_failure="ignore", **options)
+    assert not bool(jnp.any(info.converged)) and bool(jnp.all(jnp.isfinite(ys)))
+
+
+def test_divergence_to_nan_is_reported():
+    """An exploding linearisation (huge weights) yields NaN/inf: stopped, not converged."""
+    params = elman_with_radius(50.0)
+    params["W"] = params["W"] * 1e300
+    xs = jax.random.normal(KEY, (T, D), jnp.float64)
+    with pytest.raises(DeerNotConverged):
+        deer(elman.apply, params, jnp.zeros(4), xs, on_failure="raise")
+
+
+# --- bad input ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "pattern"),
+    [
+        (dict(max_iters=0), "^max_iters: expected a positive integer"),
+        (dict(max_iters=2.5), "^max_iters: expected a positive integer"),
+        (dict(tol=0.0), "^tol: expected a positive finite float"),
+        (dict(tol=-1e-3), "^tol: expected a positive finite float"),
+        (dict(tol=float("nan")), "^tol: expected a positive finite float"),
+        (dict(tol="small"), "^tol: expected a positive float"),
+        (dict(jacobian="dense"), "^jacobian: expected one of"),
+        (dict(on_failure="shout"), "^on_failure: expected one of"),
+        (dict(batch_ndim=-1), "^batch_ndim: expected a non-negative int"),
+        (dict(batch_ndim=True), "^batch_ndim: expected a non-negative int"),
+        (dict(batch_ndim=2), "^batch_ndim: expected 2 leading batch axes"),
+    ],
+)
+def test_bad_options_raise(options, pattern):
+    cell, params, carry, xs = problem("elman")
+    with pytest.raises(ValueError, match=pattern):
+        deer(cell, params, carry, xs, **options)
+
+
+def test_bad_shapes_raise():
+    cell, params, carry, xs = problem("elman")
+    with pytest.raises(ValueError, match=r"^x: expected shape \(\*batch, 2\)"):
+        deer(cell, params, carry, xs[..., :1])
+    with pytest.raises(ValueError, match=r"^carry: expected shape \(\*batch, 3\)"):
+        deer(cell, params, carry[:, :2], xs)
+    with pytest.raises(ValueError, match=r"^carry: the cell maps a carry leaf of shape \(1, 3\)"):
+        deer(cell, params, carry[:1], xs, batch_ndim=1)
+    with pytest.raises(ValueError, match="^xs: expected at least one time step"):
+        deer(cell, params, carry, xs[:0])
+    with pytest.raises(ValueError, match="^cell: expected a callable"):
+        deer("elman", params, carry, xs)
+    with pytest.raises(ValueError, match=r"^params\['W'\]: expected shape \(3, 3\)"):
+        deer(cell, {**params, "W": params["W"][:2]}, carry, xs)
