@@ -4,7 +4,18 @@ Cells are pure functions with the ``lax.scan`` signature ``apply(params, carry, 
 (carry, y)``; a sequence is one ``lax.scan`` (:func:`scan`, :func:`bidirectional`).
 """
 
-from jaxrnn import bptt, cells, checkpoint, dynamics, interop, sharding, steps, tasks, train
+from jaxrnn import (
+    bptt,
+    cells,
+    checkpoint,
+    dynamics,
+    interop,
+    parallel,
+    sharding,
+    steps,
+    tasks,
+    train,
+)
 from jaxrnn.lstm_layer import lstm_layer
 from jaxrnn.scan import bidirectional, scan
 
@@ -18,6 +29,7 @@ __all__ = [
     "dynamics",
     "interop",
     "lstm_layer",
+    "parallel",
     "scan",
     "sharding",
     "steps",
