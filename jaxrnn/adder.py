@@ -337,7 +337,7 @@ def train(
     hidden: int = 3,
     steps: int = 2000,
     batch_size: int = 64,
-    learning_rate: float = 0.05,
+    learning_rate: float = 0.03,
     temperature: tuple[float, float] = (1.0, 20.0),
     verify_bits: int = 8,
 ) -> Training:

@@ -76,7 +76,7 @@ def test_step_rnn_solve_several_sequences(capsys):
     argv = ["step-rnn", "solve", "--x", "1", "--y", "1", "--x", "0", "--y", "0"]
     argv += ["--x", "11", "--y", "10", "--x", "10", "--y", "11"]
     assert main(argv) == 0
-    assert "sequence 3, step 2" in capsys.readouterr().out
+    assert "step 2 of sequence 3" in capsys.readouterr().out
 
 
 def test_step_rnn_bad_input_exits_with_the_reason():

@@ -181,7 +181,7 @@ def add_commands(subparsers) -> None:
     train.add_argument("--bits", type=int, default=8, help="bits of the training addends")
     train.add_argument("--hidden", type=int, default=3)
     train.add_argument("--steps", type=int, default=2000)
-    train.add_argument("--learning-rate", type=float, default=0.05)
+    train.add_argument("--learning-rate", type=float, default=0.03)
     train.add_argument("--verify-bits", type=int, default=8)
     train.set_defaults(func=_reporting_errors("adder train", adder_train))
 

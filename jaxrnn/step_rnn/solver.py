@@ -41,7 +41,7 @@ class _Step:
         return (self.x, self.s_prev, 1)
 
     def label(self, several: bool) -> str:
-        return f"sequence {self.sequence}, step {self.t}" if several else f"step {self.t}"
+        return f"step {self.t} of sequence {self.sequence}" if several else f"step {self.t}"
 
     def requirement(self) -> str:
         z = _format_form(self.form)
