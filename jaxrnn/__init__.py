@@ -5,6 +5,7 @@ Cells are pure functions with the ``lax.scan`` signature ``apply(params, carry, 
 """
 
 from jaxrnn import (
+    adder,
     bptt,
     cells,
     checkpoint,
@@ -12,6 +13,7 @@ from jaxrnn import (
     interop,
     parallel,
     sharding,
+    step_rnn,
     steps,
     tasks,
     train,
@@ -22,6 +24,7 @@ from jaxrnn.scan import bidirectional, scan
 __version__ = "0.1.0"
 
 __all__ = [
+    "adder",
     "bidirectional",
     "bptt",
     "cells",
@@ -32,6 +35,7 @@ __all__ = [
     "parallel",
     "scan",
     "sharding",
+    "step_rnn",
     "steps",
     "tasks",
     "train",
