@@ -8,7 +8,6 @@ import pytest
 
 from jaxrnn import reversible
 from jaxrnn.reversible import fixed_point as fp
-from jaxrnn.reversible import optax_transform
 
 A = jnp.array([[2.0, 0.5, 0.0], [0.5, 1.0, 0.1], [0.0, 0.1, 0.4]], jnp.float32)
 PARAMS = {"w": jnp.array([1.0, -2.0, 0.5], jnp.float32), "b": jnp.ones((2, 2), jnp.float32)}
@@ -46,7 +45,7 @@ def test_undo_restores_the_initial_state_bit_for_bit():
     undo = jax.jit(lambda s: reversible.undo(opt, s, GRAD))
     for _ in range(300):
         state = undo(state)
-    optax_transform.check(state)
+    reversible.check_optimizer(state)
     assert int(state.step) == 0
     for got, want in zip(words_of(state), words_of(start), strict=True):
         assert np.array_equal(np.asarray(got), np.asarray(want))
@@ -71,13 +70,13 @@ def test_a_learning_rate_schedule_and_optax_chain():
     schedule = optax.linear_schedule(0.1, 0.01, 50)
     opt = reversible.reversible_momentum(schedule, 0.6, max_steps=60)
     chained = optax.chain(reversible.as_gradient_transformation(opt))
-    state = chained.init(PARAMS)
-    for _ in range(60):
-        _, state = chained.update(GRAD(reversible.params_of(opt, state[0])), state)
+    state, update = chained.init(PARAMS), jax.jit(chained.update)
+    for _ in range(60):  # jitted both ways: the schedule's alpha_k must round the same
+        _, state = update(GRAD(reversible.params_of(opt, state[0])), state)
     inner, undo = state[0], jax.jit(lambda s: reversible.undo(opt, s, GRAD))
     for _ in range(60):
         inner = undo(inner)
-    optax_transform.check(inner)
+    reversible.check_optimizer(inner)
     got = reversible.params_of(opt, inner)
     for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(PARAMS), strict=True):
         assert np.array_equal(np.asarray(g), np.asarray(w))
@@ -88,15 +87,17 @@ def test_guards_and_checked_failures():
         reversible.reversible_momentum(0.1, 1.0, max_steps=10)
     with pytest.raises(ValueError, match="alphas: expected step sizes > 0"):
         reversible.reversible_momentum(0.0, 0.9, max_steps=10)
+    with pytest.raises(ValueError, match=r"alphas: .* got 0.0 at step 5"):
+        reversible.reversible_momentum(optax.linear_schedule(0.1, -0.1, 10), 0.9, max_steps=10)
     with pytest.raises(ValueError, match="max_steps: expected a positive integer"):
         reversible.reversible_momentum(0.1, 0.9, max_steps=0)
     opt = reversible.reversible_momentum(0.1, 0.9, max_steps=5)
     state, _ = run(opt, 6)  # one step more than the buffer was sized for
     with pytest.raises(reversible.FixedPointOverflowError, match="at step 5"):
-        optax_transform.check(state)
+        reversible.check_optimizer(state)
     state, _ = run(opt, 3, grad=lambda p: jax.tree.map(lambda x: 1e9 * x, GRAD(p)))
     with pytest.raises(reversible.FixedPointOverflowError, match="at step 0"):
-        optax_transform.check(state)
+        reversible.check_optimizer(state)
     opt = reversible.reversible_momentum(0.1, 0.5, max_steps=200)
     state, _ = run(opt, 200)
     wrong = jax.jit(lambda p: jax.tree.map(lambda g: g * 1.0001, GRAD(p)))
@@ -104,7 +105,7 @@ def test_guards_and_checked_failures():
     for _ in range(200):
         state = undo(state)
     with pytest.raises(reversible.TrajectoryMismatchError, match="differs from the one"):
-        optax_transform.check(state)
+        reversible.check_optimizer(state)
     # Before any spill only the checksum at step 0 can see a wrong gradient.
     opt = reversible.reversible_momentum(0.1, 0.99, max_steps=30)
     state, _ = run(opt, 30)
@@ -112,7 +113,7 @@ def test_guards_and_checked_failures():
     for _ in range(30):
         state = undo(state)
     with pytest.raises(reversible.TrajectoryMismatchError, match="at step 0"):
-        optax_transform.check(state)
+        reversible.check_optimizer(state)
     assert isinstance(
         jax.tree.leaves(state.theta, is_leaf=lambda x: isinstance(x, fp.Word))[0], fp.Word
     )

@@ -17,6 +17,7 @@ from jaxrnn.reversible.optax_transform import (
     reversible_momentum,
     undo,
 )
+from jaxrnn.reversible.optax_transform import check as check_optimizer
 from jaxrnn.reversible.sgd import (
     FixedPointOverflowError,
     State,
@@ -39,6 +40,7 @@ __all__ = [
     "ReversibleMomentum",
     "ReversibleMomentumState",
     "as_gradient_transformation",
+    "check_optimizer",
     "hypergradient",
     "params_of",
     "reversible_momentum",

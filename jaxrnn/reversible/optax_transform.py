@@ -59,7 +59,7 @@ class ReversibleMomentum(NamedTuple):
 
     init: Any
     update: Any
-    learning_rate: Any
+    alphas: Any  # (max_steps,) the tabulated step sizes
     numerator: int
     frac_bits: int
     spill: Any
@@ -80,22 +80,26 @@ def reversible_momentum(
       a :class:`ReversibleMomentum`, usable wherever an optax ``GradientTransformation``
       is (it has ``init`` and ``update``); pass it to :func:`undo`.
     """
-    sgd._check_schedules(
-        sgd.init(jnp.zeros(()), frac_bits=frac_bits),
-        [1.0] if callable(learning_rate) else [learning_rate],
-        [momentum],
-    )
     if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)):
         raise ValueError(f"max_steps: expected a positive integer, got {max_steps!r}")
     if max_steps < 1:
         raise ValueError(f"max_steps: expected a positive integer, got {max_steps}")
+    # The step sizes are tabulated once, so that update and undo use identical alpha_k.
+    if callable(learning_rate):
+        alphas = np.asarray(jax.vmap(learning_rate)(jnp.arange(max_steps)))
+    else:
+        alphas = np.full(max_steps, learning_rate, dtype=np.asarray(learning_rate).dtype)
+    sgd._check_schedules(
+        sgd.init(jnp.zeros(()), frac_bits=frac_bits), alphas, np.full(max_steps, momentum)
+    )
+    alpha_table = jnp.asarray(alphas)
     n = buffer.numerator(momentum)
     spill, slot, _ = buffer.spill_schedule(0, [n] * int(max_steps))
     n_slots = int(spill.sum())
     spill_arr, slot_arr = jnp.asarray(spill), jnp.asarray(slot)
 
     def alpha_at(step):
-        return learning_rate(step) if callable(learning_rate) else learning_rate
+        return alpha_table[jnp.clip(step, 0, max_steps - 1)]
 
     def init_fn(params):
         start = sgd.init(params, frac_bits=frac_bits)
@@ -147,7 +151,7 @@ def reversible_momentum(
         )
         return treedef.unflatten(delta), new_state
 
-    return ReversibleMomentum(init_fn, update_fn, learning_rate, n, frac_bits, spill_arr, slot_arr)
+    return ReversibleMomentum(init_fn, update_fn, alpha_table, n, frac_bits, spill_arr, slot_arr)
 
 
 def params_of(opt: ReversibleMomentum, state: ReversibleMomentumState):
@@ -179,7 +183,7 @@ def undo(opt: ReversibleMomentum, state: ReversibleMomentumState, grad_fn):
         fp.to_float(t, opt.frac_bits, like.dtype) for t, like in zip(theta, likes, strict=True)
     ]
     grads = treedef.flatten_up_to(grad_fn(treedef.unflatten(floats)))
-    alpha = opt.learning_rate(k) if callable(opt.learning_rate) else opt.learning_rate
+    alpha = opt.alphas[index]
     new_vel, new_word, mismatch, checksum = [], [], k < 0, state.checksum
     for i, like in enumerate(likes):
         v, w, step_word, bad = sgd.undo_velocity_leaf(
