@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 import warnings
 from typing import Any, NamedTuple
 
@@ -225,7 +226,7 @@ def fit(
     mesh=None,
     batch_axis=1,
     progress: bool = True,
-    log_every: int | None = None,
+    refresh_seconds: float = 0.5,
 ) -> FitResult:
     """Train ``params`` with ``optimizer`` on ``loss_fn`` until step ``steps``.
 
@@ -256,7 +257,8 @@ def fit(
       batch_axis: the batch axis of the batch's leaves (an int, or a pytree prefix of the
         batch such as ``(1, 0)`` for ``(xs (T, B, D), ys (B, 1))``); used with ``mesh``.
       progress: show a tqdm progress bar with the running loss.
-      log_every: steps between refreshes of the running loss (default: about 1% of steps).
+      refresh_seconds: seconds between refreshes of the running loss on the bar (each one
+        waits for the device, so it is time-based: per-step waits would stall the pipeline).
 
     Returns:
       ``FitResult(params, opt_state, history)`` with ``history.losses`` of shape (steps,).
@@ -266,7 +268,10 @@ def fit(
     _check_arguments(
         loss_fn, params, optimizer, steps, eval_fn, eval_every, checkpoint, checkpoint_every
     )
-    _check_optional_interval(log_every, name="log_every")
+    if isinstance(refresh_seconds, bool) or not (
+        isinstance(refresh_seconds, (int, float)) and refresh_seconds > 0
+    ):
+        raise ValueError(f"refresh_seconds: expected a positive number, got {refresh_seconds!r}")
     get_batch = data if callable(data) else (lambda step: data)
     if opt_state is None:
         opt_state = optimizer.init(params)
@@ -294,7 +299,8 @@ def fit(
             history = {"eval_steps": eval_steps, "evals": evals}
             ckpt.save(checkpoint, tree, step=step, metadata=history)
 
-    log_every = log_every or max(1, steps // 100)
+    shown = start  # losses[:shown] are in the running loss already on the bar
+    last_refresh = time.monotonic()
     bar = _progress_bar(steps, start, progress)
     try:
         for step in range(start, steps):
@@ -302,9 +308,10 @@ def fit(
             losses.append(loss)
             done = step + 1
             bar.update(1)
-            if progress and (done % log_every == 0 or done == steps):
-                recent = jax.device_get(losses[-log_every:])
-                bar.set_postfix_str(f"loss={np.mean(recent):.4g}", refresh=False)
+            if progress and (done == steps or time.monotonic() - last_refresh > refresh_seconds):
+                running = np.mean(jax.device_get(losses[shown:]))
+                bar.set_postfix_str(f"loss={running:.4g}", refresh=False)
+                shown, last_refresh = len(losses), time.monotonic()
             if evaluate is not None and (
                 (eval_every is not None and done % eval_every == 0)
                 or (eval_every is None and done == steps)

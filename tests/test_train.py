@@ -213,7 +213,7 @@ def test_resume_false_starts_over_and_resume_at_the_end_does_nothing(tmp_path):
 
 def test_progress_bar_shows_the_running_loss(capsys):
     params = {"w": jnp.zeros(3)}
-    train.fit(_regression_loss, params, optax.sgd(0.05), _regression_batch, 6, log_every=2)
+    train.fit(_regression_loss, params, optax.sgd(0.05), _regression_batch, 6, refresh_seconds=1e-9)
     shown = capsys.readouterr().err
     assert "6/6" in shown and "loss=" in shown
     train.fit(_regression_loss, params, optax.sgd(0.05), _regression_batch, 6, progress=False)
@@ -233,7 +233,7 @@ def test_bad_arguments_raise(tmp_path):
         (dict(eval_fn=lambda p: 0.0, eval_every=0), "eval_every: expected a positive integer"),
         (dict(eval_fn=5), "eval_fn: expected a callable"),
         (dict(checkpoint_every=2), "checkpoint_every: given without a checkpoint"),
-        (dict(log_every=-1), "log_every: expected a positive integer"),
+        (dict(refresh_seconds=0), "refresh_seconds: expected a positive number"),
         (dict(loss_fn=lambda p, b: (b[0] @ p["w"]) ** 2), r"scalar loss, got shape \(16,\)"),
         (dict(loss_fn=lambda p, b: (p, b)), "expected a floating scalar loss, got tuple"),
         (dict(eval_fn=lambda p: p["w"]), r"eval_fn: expected a scalar .* shape \(3,\)"),
