@@ -1,0 +1,125 @@
+"""Tour section and ``jaxrnn parallel depth``: recurrences in O(log T) parallel depth."""
+
+from __future__ import annotations
+
+TITLE = "Parallel in time: linear recurrences by associative scan, RNNs by Newton (DEER)"
+ORDER = 70
+
+HEADER = (
+    "T",
+    "scan steps",
+    "scan depth",
+    "linear depth (full A)",
+    "linear depth (diag A)",
+    "DEER iters",
+    "DEER depth/iter",
+    "DEER depth",
+    "quasi-DEER iters",
+    "quasi depth/iter",
+    "quasi-DEER depth",
+)
+
+
+def depth_rows(exponents, hidden: int):
+    """Yield the measured :class:`jaxrnn.parallel.depth.DepthRow` for T = 2^k."""
+    from jaxrnn.parallel.depth import measure_depths
+
+    for k in exponents:
+        yield measure_depths(2**k, hidden=hidden)
+
+
+def print_depth_table(args) -> int:
+    exponents = range(args.min_exp, args.max_exp + 1)
+    print(
+        f"parallel depth (stages on the critical path of the traced program) of an Elman RNN, "
+        f"H = {args.hidden}, for T = 2^{args.min_exp} ... 2^{args.max_exp}; DEER's iterations "
+        f"are counted by running it (float32, default tol)"
+    )
+    widths = [max(len(h), 7) for h in HEADER]
+    print("  ".join(h.rjust(w) for h, w in zip(HEADER, widths, strict=True)), flush=True)
+    for row in depth_rows(exponents, args.hidden):
+        print("  ".join(str(v).rjust(w) for v, w in zip(row, widths, strict=True)), flush=True)
+    return 0
+
+
+def tour():
+    import math
+
+    import jax
+    import jax.numpy as jnp
+
+    import jaxrnn
+    from jaxrnn.cells import elman, gru
+    from jaxrnn.parallel import deer, linear_recurrence
+    from jaxrnn.steps import parallel_depth
+
+    key_a, key_b, key_x, key_p = jax.random.split(jax.random.PRNGKey(0), 4)
+    n_steps, hidden = 4096, 4
+    A = 0.5 * jax.random.normal(key_a, (n_steps, hidden, hidden)) / math.sqrt(hidden)
+    b = jax.random.normal(key_b, (n_steps, hidden))
+    h0 = jnp.zeros(hidden)
+    hs = linear_recurrence(A, b, h0)
+    loop = jax.lax.scan(lambda h, ab: (ab[0] @ h + ab[1],) * 2, h0, (A, b))[1]
+    depth = parallel_depth(linear_recurrence, A, b, h0)
+    yield (
+        f"linear_recurrence h_t = A_t h_(t-1) + b_t, T = {n_steps}, H = {hidden}: associative "
+        f"scan = lax.scan loop to {float(jnp.max(jnp.abs(hs - loop))):.1e}; measured depth "
+        f"{depth} (~{depth / math.log2(n_steps):.1f} log2 T) against {n_steps} loop steps"
+    )
+
+    n_steps = 1024
+    xs = jax.random.normal(key_x, (n_steps, 3))
+    params = gru.init(key_p, 3, hidden)
+    carry = gru.init_carry((), hidden)
+    final, ys, info = deer(gru.apply, params, carry, xs)
+    _, want = jaxrnn.scan(gru.apply, params, carry, xs)
+    iterations = int(info.iterations)
+    run = lambda p, c, x: deer(gru.apply, p, c, x, on_failure="ignore")
+    total = parallel_depth(run, params, carry, xs, while_iterations=iterations)
+    per_iteration = total - parallel_depth(run, params, carry, xs, while_iterations=iterations - 1)
+    scan_depth = parallel_depth(lambda *a: jaxrnn.scan(gru.apply, *a), params, carry, xs)
+    norms = ", ".join(f"{v:.0e}" for v in info.update_norms[:iterations].tolist())
+    yield (
+        f"DEER on a GRU, T = {n_steps}: converged in {iterations} Newton iterations (updates "
+        f"{norms}); max |DEER - scan| = {float(jnp.max(jnp.abs(ys - want))):.1e}"
+    )
+    rest = total - iterations * per_iteration
+    yield (
+        f"depth measured: DEER {iterations} x {per_iteration} (+{rest}) = {total} stages "
+        f"against the scan's {scan_depth} ({n_steps} steps)"
+    )
+
+    n_steps = 256
+    xs = jax.random.normal(key_x, (n_steps, 1))
+    results = []
+    for radius in (0.5, 1.0, 1.5, 3.0):
+        params = elman.init(jax.random.PRNGKey(3), 1, hidden)
+        eigen = jnp.max(jnp.abs(jnp.linalg.eigvals(params["W"])))
+        params["W"] = params["W"] * radius / eigen
+        carry = elman.init_carry((), hidden)
+        info = deer(elman.apply, params, carry, xs, max_iters=200, on_failure="ignore")[2]
+        last = float(info.update_norms[int(info.iterations) - 1])
+        outcome = (
+            f"{int(info.iterations)} iterations"
+            if info.converged
+            else f"no convergence, last update {last}"
+        )
+        results.append(f"rho(W) = {radius}: {outcome}")
+    yield (
+        f"DEER on an Elman RNN, T = {n_steps}, by spectral radius (SPEC §5): "
+        + "; ".join(results)
+        + " (the linearised solve multiplies T Jacobians: contracting chains converge fast, "
+        "expanding ones overflow, as exploding gradients do)"
+    )
+
+
+def add_commands(subparsers) -> None:
+    parser = subparsers.add_parser("parallel", help="parallel-in-time recurrences")
+    commands = parser.add_subparsers(dest="parallel_command", metavar="COMMAND", required=True)
+    depth = commands.add_parser(
+        "depth", help="measured depth of scan, linear recurrence and DEER for T = 2^k"
+    )
+    depth.add_argument("--min-exp", type=int, default=6, help="smallest k (default 6)")
+    depth.add_argument("--max-exp", type=int, default=16, help="largest k (default 16)")
+    depth.add_argument("--hidden", type=int, default=2, help="Elman hidden size (default 2)")
+    depth.set_defaults(func=print_depth_table)
