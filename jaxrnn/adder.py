@@ -28,7 +28,7 @@ from jaxrnn.scan import scan
 
 MAX_ADD_BITS = 30  # n + 1 output bits must fit in int32
 MAX_VERIFY_BITS = 12  # 4^12 = 16.8 million pairs
-_PAIRS_PER_BATCH = 1 << 20  # memory bound of one vectorised batch in verify
+_PAIRS_PER_BATCH = 1 << 18  # memory bound of one vectorised batch in verify
 
 
 def hand_params(dtype=jnp.float32) -> dict:

@@ -5,6 +5,7 @@ s(t) = step(w1 x(t) + w2 s(t-1) + b),   y(t) = s(t),   step(z) = 1 iff z > 0
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -17,6 +18,11 @@ def _cell(params, s, x):
     w1, w2, b = params
     s = step(w1 * x + w2 * s + b)
     return s, s
+
+
+@jax.jit
+def _run(params, carry, xs):
+    return scan(_cell, params, carry, xs)[1]
 
 
 def check_step_params(params, *, name: str = "params"):
@@ -66,5 +72,4 @@ def run(params, xs, s0=0):
     if is_concrete(s0) and not np.isin(np.asarray(s0), (0, 1)).all():
         raise ValueError(f"s0: expected 0 or 1, got {s0!r}")
     carry = jnp.broadcast_to(jnp.asarray(s0, dtype), shape[1:])
-    _, ys = scan(_cell, params, carry, jnp.asarray(xs, dtype))
-    return ys
+    return _run(params, carry, jnp.asarray(xs, dtype))
