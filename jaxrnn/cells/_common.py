@@ -33,6 +33,16 @@ def uniform_weights(key, names_shapes, hidden: int, dtype):
     }
 
 
+def gate_shapes(gates, in_dim: int, hidden: int) -> dict[str, tuple[int, ...]]:
+    """Shapes of per-gate weights: ``W_g`` (H, D), ``U_g`` (H, H) and ``b_g`` (H,) per gate g."""
+    shapes = {}
+    for gate in gates:
+        shapes[f"W_{gate}"] = (hidden, in_dim)
+        shapes[f"U_{gate}"] = (hidden, hidden)
+        shapes[f"b_{gate}"] = (hidden,)
+    return shapes
+
+
 def check_sizes(in_dim, hidden):
     check_positive_int(in_dim, name="in_dim")
     check_positive_int(hidden, name="hidden")

@@ -16,19 +16,13 @@ import jax
 import jax.numpy as jnp
 
 from jaxrnn._checks import check_last_dim, check_matrix, check_params
-from jaxrnn.cells._common import check_sizes, uniform_weights, zeros_carry
+from jaxrnn.cells._common import check_sizes, gate_shapes, uniform_weights, zeros_carry
 
 GATES = ("r", "z", "n")
 
 
 def param_shapes(in_dim: int, hidden: int) -> dict[str, tuple[int, ...]]:
-    shapes = {}
-    for gate in GATES:
-        shapes[f"W_{gate}"] = (hidden, in_dim)
-        shapes[f"U_{gate}"] = (hidden, hidden)
-        shapes[f"b_{gate}"] = (hidden,)
-    shapes["b_hn"] = (hidden,)
-    return shapes
+    return {**gate_shapes(GATES, in_dim, hidden), "b_hn": (hidden,)}
 
 
 def init(key, in_dim: int, hidden: int, *, dtype=jnp.float32) -> dict:

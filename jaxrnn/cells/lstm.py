@@ -13,18 +13,13 @@ import jax
 import jax.numpy as jnp
 
 from jaxrnn._checks import check_last_dim, check_matrix, check_params
-from jaxrnn.cells._common import check_sizes, uniform_weights, zeros_carry
+from jaxrnn.cells._common import check_sizes, gate_shapes, uniform_weights, zeros_carry
 
 GATES = ("i", "f", "o", "c")
 
 
 def param_shapes(in_dim: int, hidden: int) -> dict[str, tuple[int, ...]]:
-    shapes = {}
-    for gate in GATES:
-        shapes[f"W_{gate}"] = (hidden, in_dim)
-        shapes[f"U_{gate}"] = (hidden, hidden)
-        shapes[f"b_{gate}"] = (hidden,)
-    return shapes
+    return gate_shapes(GATES, in_dim, hidden)
 
 
 def init(key, in_dim: int, hidden: int, *, forget_bias: float = 0.0, dtype=jnp.float32):
