@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from jaxrnn._checks import check_last_dim, check_matrix, dtype_of, shape_of
 from jaxrnn.cells import lstm
 from jaxrnn.lstm_fast.fused import fuse
-from jaxrnn.lstm_fast.kernel import Choices, lstm_scan
+from jaxrnn.lstm_fast.kernel import Choices, lstm_scan_split
 from jaxrnn.scan import _check_lengths
 
 
@@ -43,7 +43,7 @@ def _check_inputs(params, carry, xs, choices):
             )
     if not isinstance(choices, Choices):
         raise ValueError(f"choices: expected a jaxrnn.lstm_fast.Choices, got {choices!r}")
-    for name in ("unroll", "backward_unroll"):
+    for name in ("unroll", "backward_unroll", "batch_split"):
         value = getattr(choices, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"choices.{name}: expected a positive integer, got {value!r}")
@@ -96,7 +96,7 @@ def lstm_layer(params: dict, carry, xs, *, lengths=None, choices: Choices | None
         active = jnp.arange(n_steps)[:, None] < jnp.asarray(lengths).reshape(1, n_seq)
         mask = active[..., None]
     W, U, b = fuse(params)
-    c_last, hs = lstm_scan(
+    c_last, hs = lstm_scan_split(
         choices, W, U, b, c0.reshape(n_seq, hidden), h0.reshape(n_seq, hidden), xs_flat, mask
     )
     h_last = hs[-1]

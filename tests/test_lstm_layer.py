@@ -23,6 +23,7 @@ CHOICES = {
     "plain_sigmoid": Choices(sigmoid_via_tanh=False),
     "hoisted_input": Choices(hoist_input=True),
     "grads_in_loop": Choices(grads_after_scan=False),
+    "batch_in_3_chunks": Choices(batch_split=3),
 }
 
 
@@ -233,6 +234,7 @@ def test_bad_lengths_raise(lengths, message):
         ((4, 4), "choices: expected"),
         (Choices(unroll=0), "choices.unroll"),
         (Choices(backward_unroll=True), "choices.backward_unroll"),
+        (Choices(batch_split=0), "choices.batch_split"),
     ],
 )
 def test_bad_choices_raise(choices, message):

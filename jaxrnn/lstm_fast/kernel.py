@@ -46,6 +46,8 @@ class Choices(NamedTuple):
       hoist_input: compute x_t W + b for all t as one matmul before the forward scan.
       grads_after_scan: weight and input gradients as single matmuls after the reverse
         scan (True), or accumulated inside it step by step (False).
+      batch_split: run the batch as this many independent scans (chunks of sequences), which
+        XLA may execute concurrently on different cores; their weight gradients add up.
     """
 
     unroll: int = 4
@@ -53,6 +55,7 @@ class Choices(NamedTuple):
     sigmoid_via_tanh: bool = True
     hoist_input: bool = False
     grads_after_scan: bool = True
+    batch_split: int = 1
 
 
 def _sigmoid(z, via_tanh: bool):
@@ -191,3 +194,31 @@ def _lstm_scan_bwd(choices, residuals, cotangents):
 
 
 lstm_scan.defvjp(_lstm_scan_fwd, _lstm_scan_bwd)
+
+
+def lstm_scan_split(choices: Choices, W, U, b, c0, h0, xs, mask):
+    """:func:`lstm_scan` over ``choices.batch_split`` chunks of the batch, concatenated.
+
+    Same arguments and results as :func:`lstm_scan`; with one chunk it is that function.
+    """
+    n_seq = c0.shape[0]
+    n_chunks = min(choices.batch_split, n_seq)
+    if n_chunks <= 1:
+        return lstm_scan(choices, W, U, b, c0, h0, xs, mask)
+    bounds = [n_seq * k // n_chunks for k in range(n_chunks + 1)]
+    results = [
+        lstm_scan(
+            choices,
+            W,
+            U,
+            b,
+            c0[lo:hi],
+            h0[lo:hi],
+            xs[:, lo:hi],
+            None if mask is None else mask[:, lo:hi],
+        )
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)
+    ]
+    c_last = jnp.concatenate([c for c, _ in results], axis=0)
+    hs = jnp.concatenate([h for _, h in results], axis=1)
+    return c_last, hs
