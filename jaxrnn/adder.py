@@ -20,6 +20,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from jaxrnn._checks import check_params, check_positive_int, dtype_of, is_concrete, shape_of
 from jaxrnn.bits import from_bits, to_bits
@@ -271,14 +272,12 @@ def _surrogate_loss(params, a, b, temperature, n_bits: int):
 
 @functools.partial(jax.jit, static_argnames=("n_bits", "hidden", "steps", "batch_size"))
 def _fit(key, learning_rate, temperature, *, n_bits, hidden, steps, batch_size):
-    import optax
-
     init_key, data_key = jax.random.split(key)
     params = threshold.init(init_key, 2, hidden, out_dim=1, dtype=jnp.float32)
     optimizer = optax.adam(learning_rate)
     start, end = temperature[0], temperature[1]
 
-    def step(carry, i):
+    def update(carry, i):
         params, state = carry
         tau = (start * (end / start) ** (i / max(steps - 1, 1))).astype(jnp.float32)
         a, b = jax.random.randint(
@@ -289,7 +288,7 @@ def _fit(key, learning_rate, temperature, *, n_bits, hidden, steps, batch_size):
         return (optax.apply_updates(params, updates), state), loss
 
     (params, _), losses = jax.lax.scan(
-        step, (params, optimizer.init(params)), jnp.arange(steps, dtype=jnp.int32)
+        update, (params, optimizer.init(params)), jnp.arange(steps, dtype=jnp.int32)
     )
     return params, losses
 
@@ -343,10 +342,14 @@ def train(
 ) -> Training:
     """Learn adder weights from random pairs, harden them to phi and verify exhaustively.
 
-    Training replaces phi by ``sigmoid(tau z)`` (:func:`surrogate`) with tau rising
-    geometrically from ``temperature[0]`` to ``temperature[1]``, and minimises with Adam
-    the binary cross-entropy between the n + 1 output units and the bits of a + b, on a
-    fresh batch of random n-bit pairs each step. Hardening puts phi back: since
+    Training replaces phi by ``sigmoid(tau z)`` (:func:`surrogate`), with the temperature
+    rising geometrically over the optimisation steps k = 0 .. K-1::
+
+        tau(k) = tau_0 (tau_1 / tau_0)^(k / (K - 1))
+
+    and minimises with Adam the binary cross-entropy between the n + 1 surrogate outputs
+    y(t) and the bits s_t of a + b, ``-mean_t [s_t log y(t) + (1 - s_t) log(1 - y(t))]``,
+    on a fresh batch of random n-bit pairs each step. Hardening puts phi back: since
     ``phi(tau z) = phi(z)`` the weights are kept as they are. ``train(PRNGKey(3))``
     (:data:`DOCUMENTED_KEY`) reaches 100% on the exhaustive 8-bit check; not every key does.
 

@@ -103,3 +103,13 @@ def test_tour_section(capsys):
         int, re.search(r"(\d+) \+ (\d+) = (\d+), the network says (\d+)", lines[2]).groups()
     )
     assert want == a + b != got
+
+
+def test_adder_train_reports_the_exhaustive_check(capsys):
+    argv = ["adder", "train", "--key", "0", "--bits", "2", "--hidden", "2", "--steps", "20"]
+    code = main(argv + ["--verify-bits", "2"])
+    out = capsys.readouterr().out
+    failures = int(re.search(r"2-bit adder: 16 pairs checked, (\d+) wrong", out).group(1))
+    assert code == (0 if failures == 0 else 1)
+    assert "trained key 0, H = 2, 20 steps on 2-bit pairs" in out
+    assert re.search(r"^  U   = \[\S+ \S+; \S+ \S+\]$", out, re.M)  # H = 2 rows of 2 inputs
