@@ -231,13 +231,12 @@ def _point_with_margin(groups) -> tuple[Fraction, ...]:
     The y = 0 rows are tightened one by one, each kept only if the system stays feasible
     (a row that cannot be tightened is an implicit equality, z = 0 in every solution).
     """
-    system = [
-        _inequality(form, y, margin=1) for (*_, y), g in groups.items() if y for form in [g[0].form]
-    ]
-    for (*_, y), g in groups.items():
+    forms = [(group[0].form, group[0].y) for group in groups.values()]
+    system = [_inequality(form, 1, margin=1) for form, y in forms if y]
+    for form, y in forms:
         if not y:
-            tight = _inequality(g[0].form, 0, margin=1)
-            system.append(tight if is_feasible(system + [tight]) else _inequality(g[0].form, 0))
+            tight = _inequality(form, 0, margin=1)
+            system.append(tight if is_feasible(system + [tight]) else _inequality(form, 0))
     point = feasible_point(system)
     scale = math.lcm(*(p.denominator for p in point))
     ints = [int(p * scale) for p in point]
