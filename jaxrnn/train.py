@@ -247,7 +247,8 @@ def fit(
         written every ``checkpoint_every`` steps and at the end, with params, optimizer
         state, step, losses and evals. If it exists and ``resume`` is true, training
         continues from it (its tree, shapes and dtypes must match ``params`` and
-        ``opt_state``). Across hosts, process 0 writes it and every process reads it.
+        ``opt_state``). Across hosts, process 0 writes it (on a file system all processes
+        share), the others wait for it, and every process reads it to resume.
       checkpoint_every: interval of checkpoints in steps (default: only at the end).
       resume: continue from an existing ``checkpoint`` (default True); if False, it is
         overwritten.
@@ -298,6 +299,10 @@ def fit(
         if jax.process_index() == 0:  # across hosts, one writer (the state is replicated)
             history = {"eval_steps": eval_steps, "evals": evals}
             ckpt.save(checkpoint, tree, step=step, metadata=history)
+        if jax.process_count() > 1:  # and nobody reads it before it is written
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(f"jaxrnn checkpoint at step {step}")
 
     shown = start  # losses[:shown] are in the running loss already on the bar
     last_refresh = time.monotonic()

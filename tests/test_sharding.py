@@ -95,6 +95,87 @@ def test_four_cpu_devices_give_the_single_device_losses_with_the_batch_split():
     assert "does not split evenly over 4 devices" in out["uneven"]
 
 
+# Two processes on this host, two CPU devices each, joined by jax.distributed: the way a
+# multi-host run is launched (one process per host), here on localhost.
+TWO_PROCESSES = textwrap.dedent(
+    """
+    import json, sys
+    import jax
+
+    process_id, port, path = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(f"localhost:{port}", num_processes=2, process_id=process_id)
+    import jax.numpy as jnp, optax
+    import jaxrnn
+    from jaxrnn import sharding, tasks, train
+    from jaxrnn.cells import lstm
+
+    HIDDEN, key = 4, jax.random.key(0)
+
+    def loss_fn(params, batch):
+        xs, ys = batch
+        carry = lstm.init_carry(xs.shape[1:2], HIDDEN)
+        (_, h), _ = jaxrnn.scan(lstm.apply, params["cell"], carry, xs)
+        return jnp.mean((h @ params["V"].T - ys) ** 2)
+
+    params = {"cell": lstm.init(jax.random.key(1), 2, HIDDEN),
+              "V": jnp.full((1, HIDDEN), 0.3, jnp.float32)}
+    # every process computes the same global batch: data is a pure function of the step
+    data = lambda step: tasks.adding_problem(key, step, batch=8, length=5)
+    adam = optax.adam(0.05)
+    mesh = sharding.data_mesh()  # all 4 devices of both processes
+    first = train.fit(loss_fn, params, adam, data, 3, mesh=mesh, batch_axis=(1, 0),
+                      checkpoint=path, progress=False)
+    resumed = train.fit(loss_fn, params, adam, data, 6, mesh=mesh, batch_axis=(1, 0),
+                        checkpoint=path, progress=False)
+    report = {"devices": len(jax.devices()), "local": len(jax.local_devices()),
+              "losses": resumed.history.losses.tolist()}
+    if process_id == 0:  # a plain single-device run, for comparison (no collectives)
+        report["single"] = train.fit(loss_fn, params, adam, data, 6,
+                                     progress=False).history.losses.tolist()
+    print(json.dumps(report))
+    """
+)
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        return probe.getsockname()[1]
+
+
+def test_two_processes_joined_by_jax_distributed_train_like_one_device(tmp_path):
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    env.pop("JAX_ENABLE_X64", None)
+    script, path, port = tmp_path / "worker.py", tmp_path / "run.npz", str(_free_port())
+    script.write_text(TWO_PROCESSES)
+    workers = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(rank), port, str(path)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
+    try:
+        outputs = [worker.communicate(timeout=600) for worker in workers]
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+    for worker, (_, err) in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, err[-3000:]
+    reports = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
+    assert [(r["devices"], r["local"]) for r in reports] == [(4, 2), (4, 2)]
+    assert reports[0]["losses"] == reports[1]["losses"]  # one computation, seen by both
+    np.testing.assert_allclose(reports[0]["losses"], reports[0]["single"], rtol=1e-5, atol=1e-7)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.npz", "worker.py"]  # no temps
+
+
 def _loss(params, batch):
     xs, ys = batch
     return jnp.mean((jnp.einsum("tbd,d->b", xs, params["w"]) - ys[:, 0]) ** 2)
