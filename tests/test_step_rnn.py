@@ -280,6 +280,12 @@ def test_solve_errors(xs, ys, s0, message):
         step_rnn.solve(xs, ys, s0=s0)
 
 
+def test_solve_accepts_a_list_of_numpy_scalars_as_one_sequence():
+    answer = step_rnn.solve(list(np.array([0, 1])), list(np.array([0, 1])))
+    assert answer.feasible and answer.certificate is None
+    assert numpy_run(answer.params, [0, 1]) == [0, 1]
+
+
 def test_solve_accepts_arrays_and_booleans():
     answer = step_rnn.solve(np.array([[0, 1], [1, 1]]), np.array([[0, 1], [1, 1]], bool))
     assert answer.feasible

@@ -119,7 +119,7 @@ def _is_several(value) -> bool:
     return (
         isinstance(value, (list, tuple))
         and len(value) > 0
-        and all(isinstance(v, (list, tuple)) or hasattr(v, "shape") for v in value)
+        and all(isinstance(v, (list, tuple)) or getattr(v, "ndim", 0) >= 1 for v in value)
     )
 
 
