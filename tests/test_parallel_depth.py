@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from jaxrnn.cells import elman
-from jaxrnn.parallel import deer, linear_recurrence
+from jaxrnn.parallel import deer, linear_recurrence, measure_depths
 from jaxrnn.steps import parallel_depth, sequential_steps
 
 X = jnp.ones((8,), jnp.float32)
@@ -141,3 +141,21 @@ def test_bad_arguments_raise():
     for bad in (-1, True, 1.5):
         with pytest.raises(ValueError, match="^while_iterations: expected a non-negative int"):
             parallel_depth(jnp.sin, X, while_iterations=bad)
+
+
+def test_measured_depth_row():
+    row = measure_depths(64, hidden=2)
+    assert row.n_steps == row.scan_steps == 64
+    # one Elman step: W h and U x (parallel), + U x, + b, tanh: 4 stages
+    assert row.scan_depth == 64 * 4
+    spec_vector, spec_matrices = spec(64, 2), spec(64, 2, 2)
+    assert row.linear_full == parallel_depth(linear_recurrence, spec_matrices, spec_vector, spec(2))
+    assert row.linear_diagonal == parallel_depth(
+        linear_recurrence, spec_vector, spec_vector, spec(2)
+    )
+    for iterations, per_iteration, total in (row[5:8], row[8:11]):
+        assert 1 <= iterations <= 64
+        assert per_iteration > row.linear_full
+        assert 0 < total - iterations * per_iteration < per_iteration
+    with pytest.raises(ValueError, match="^n_steps: expected a positive integer"):
+        measure_depths(0)

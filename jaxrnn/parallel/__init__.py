@@ -3,15 +3,20 @@
 - :func:`linear_recurrence`: h_t = A_t h_{t-1} + b_t in about 2 log2 T levels.
 - :func:`deer`: any cell's trajectory as the fixed point of Newton iterations whose
   linear solves are :func:`linear_recurrence` (DEER; quasi-DEER with diagonal Jacobians).
+- :func:`measure_depths`: their parallel depth against the scan's, read from the traced
+  programs (``jaxrnn parallel depth`` prints the table).
 """
 
 from jaxrnn.parallel.deer import DeerInfo, DeerNotConverged, DeerNotConvergedWarning, deer
+from jaxrnn.parallel.depth import DepthRow, measure_depths
 from jaxrnn.parallel.linear import linear_recurrence
 
 __all__ = [
     "DeerInfo",
     "DeerNotConverged",
     "DeerNotConvergedWarning",
+    "DepthRow",
     "deer",
     "linear_recurrence",
+    "measure_depths",
 ]

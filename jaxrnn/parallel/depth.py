@@ -56,7 +56,7 @@ def measure_depths(n_steps: int, *, hidden: int = 2, seed: int = 0) -> DepthRow:
     key_params, key_xs = jax.random.split(jax.random.PRNGKey(seed))
     params = elman.init(key_params, 1, hidden)
     carry = elman.init_carry((), hidden)
-    xs = jax.random.normal(key_xs, (n_steps, 1))
+    xs = jax.random.normal(key_xs, (n_steps, 1), jnp.float32)
 
     def spec(*shape):
         return jax.ShapeDtypeStruct(shape, jnp.float32)
