@@ -56,7 +56,7 @@ def replicate(tree, mesh):
     return jax.device_put(tree, replicated(mesh))
 
 
-def batch_shardings(batch, mesh, batch_axis=1):
+def batch_shardings(batch, mesh, batch_axis=1, *, process_local: bool = False):
     """The ``NamedSharding`` of each leaf of ``batch``, split along its batch axis.
 
     Args:
@@ -65,12 +65,14 @@ def batch_shardings(batch, mesh, batch_axis=1):
       batch_axis: the batch axis of every leaf (1 for time-major (T, B, D) data), or a
         pytree prefix of ``batch`` giving one axis per subtree, e.g. ``(1, 0)`` for
         ``(xs (T, B, D), ys (B, 1))``.
+      process_local: ``batch`` is this process's part only, to be split over the mesh's
+        devices in this process (see :func:`shard_batch`).
 
     Returns:
       a pytree of ``NamedSharding`` with the structure of ``batch``.
     """
     name = _check_mesh(mesh)
-    n_devices = mesh.devices.size
+    n_devices = len(mesh.local_devices) if process_local else mesh.devices.size
     try:
         axes = jax.tree_util.tree_map(
             lambda axis, subtree: jax.tree_util.tree_map(lambda _: axis, subtree),
@@ -105,9 +107,22 @@ def batch_shardings(batch, mesh, batch_axis=1):
     return jax.tree_util.tree_map_with_path(sharding, batch, axes)
 
 
-def shard_batch(batch, mesh, batch_axis=1):
+def shard_batch(batch, mesh, batch_axis=1, *, process_local: bool = False):
     """Split every leaf of ``batch`` across the devices of ``mesh`` along its batch axis.
 
-    Args: as for :func:`batch_shardings`. Returns: ``batch`` placed on the mesh.
+    On one host, or when every process holds the same global batch (as the generators of
+    :mod:`jaxrnn.tasks` give, being pure functions of the step), ``batch`` is the global
+    batch. With ``process_local=True`` each of P processes passes only its own part (B / P
+    rows of the batch axis, in process order) and the global batch is assembled with
+    ``jax.make_array_from_process_local_data``: no process holds the whole batch.
+
+    Args: as for :func:`batch_shardings`. Returns: the global ``batch`` placed on the mesh.
     """
-    return jax.device_put(batch, batch_shardings(batch, mesh, batch_axis))
+    shardings = batch_shardings(batch, mesh, batch_axis, process_local=process_local)
+    if not process_local:
+        return jax.device_put(batch, shardings)
+    return jax.tree_util.tree_map(
+        lambda sharding, leaf: jax.make_array_from_process_local_data(sharding, leaf),
+        shardings,
+        batch,
+    )

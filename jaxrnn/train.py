@@ -225,6 +225,7 @@ def fit(
     resume: bool = True,
     mesh=None,
     batch_axis=1,
+    process_local_data: bool = False,
     progress: bool = True,
     refresh_seconds: float = 0.5,
 ) -> FitResult:
@@ -257,6 +258,9 @@ def fit(
         ``batch_axis``; the same step then runs data-parallel on N devices.
       batch_axis: the batch axis of the batch's leaves (an int, or a pytree prefix of the
         batch such as ``(1, 0)`` for ``(xs (T, B, D), ys (B, 1))``); used with ``mesh``.
+      process_local_data: with ``mesh`` across several processes, ``data(step)`` returns
+        only this process's rows of the batch (B / P of them, in process order) instead of
+        the same global batch in every process (see :func:`jaxrnn.sharding.shard_batch`).
       progress: show a tqdm progress bar with the running loss.
       refresh_seconds: seconds between refreshes of the running loss on the bar (each one
         waits for the device, so it is time-based: per-step waits would stall the pipeline).
@@ -287,7 +291,9 @@ def fit(
     place_batch = lambda batch: batch
     if mesh is not None:
         params, opt_state = sharding.replicate((params, opt_state), mesh)
-        place_batch = lambda batch: sharding.shard_batch(batch, mesh, batch_axis)
+        place_batch = lambda batch: sharding.shard_batch(
+            batch, mesh, batch_axis, process_local=process_local_data
+        )
     evaluate = jax.jit(eval_fn) if eval_fn is not None else None
     if eval_fn is not None:
         _check_eval(eval_fn, params)

@@ -128,8 +128,15 @@ TWO_PROCESSES = textwrap.dedent(
                       checkpoint=path, progress=False)
     resumed = train.fit(loss_fn, params, adam, data, 6, mesh=mesh, batch_axis=(1, 0),
                         checkpoint=path, progress=False)
+    # or each process makes only its own half of the batch (rows 4p..4p+3 of B = 8)
+    half = lambda step: jax.tree.map(
+        lambda a, axis: jax.lax.slice_in_dim(a, 4 * process_id, 4 * process_id + 4, axis=axis),
+        data(step), (1, 0))
+    local = train.fit(loss_fn, params, adam, half, 6, mesh=mesh, batch_axis=(1, 0),
+                      process_local_data=True, progress=False)
     report = {"devices": len(jax.devices()), "local": len(jax.local_devices()),
-              "losses": resumed.history.losses.tolist()}
+              "losses": resumed.history.losses.tolist(),
+              "losses_local_data": local.history.losses.tolist()}
     if process_id == 0:  # a plain single-device run, for comparison (no collectives)
         report["single"] = train.fit(loss_fn, params, adam, data, 6,
                                      progress=False).history.losses.tolist()
@@ -172,6 +179,7 @@ def test_two_processes_joined_by_jax_distributed_train_like_one_device(tmp_path)
     reports = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
     assert [(r["devices"], r["local"]) for r in reports] == [(4, 2), (4, 2)]
     assert reports[0]["losses"] == reports[1]["losses"]  # one computation, seen by both
+    assert reports[0]["losses_local_data"] == reports[0]["losses"]  # same global batches
     np.testing.assert_allclose(reports[0]["losses"], reports[0]["single"], rtol=1e-5, atol=1e-7)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.npz", "worker.py"]  # no temps
 
@@ -220,6 +228,11 @@ def test_helpers_place_arrays_on_the_mesh():
     )
     assert tuple(batch["xs"].sharding.spec) == (None, "batch", None)
     assert tuple(batch["ys"].sharding.spec) == ("batch",)
+    # in one process, its local part is the whole batch
+    xs = np.arange(24.0).reshape(3, 4, 2)
+    local = sharding.shard_batch((xs,), mesh, batch_axis=1, process_local=True)[0]
+    assert local.shape == (3, 4, 2) and np.array_equal(local, xs)
+    assert tuple(local.sharding.spec) == (None, "batch", None)
 
 
 def test_bad_arguments_raise():
