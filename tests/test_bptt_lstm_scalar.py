@@ -95,8 +95,8 @@ def test_weight_gradients_equal_jax_grad_to_1e_12():
         assert abs(float(hand[name]) - float(auto[name])) <= 1e-12 * abs(float(auto[name]))
 
 
-@settings(max_examples=8)
-@given(seed=st.integers(0, 10_000), n_steps=st.integers(1, 12))
+@settings(max_examples=6)
+@given(seed=st.integers(0, 10_000), n_steps=st.integers(1, 10))
 def test_every_adjoint_equals_autodiff_to_1e_12(seed, n_steps):
     params, xs, dL_dh = make_problem(seed, n_steps)
     hand = bptt.lstm_scalar(params, xs, dL_dh)
