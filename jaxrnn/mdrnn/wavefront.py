@@ -1,0 +1,267 @@
+"""The anti-diagonal wavefront: an H x W grid in H+W-1 sequential steps (SPEC §6).
+
+Cell (i, j) needs only h(i-1, j) and h(i, j-1), both on the anti-diagonal i + j = d - 1,
+so all cells of diagonal d can be computed together once diagonal d - 1 is known.
+Reference loop::
+
+    h = zeros((H, W, hidden))
+    for d in range(H + W - 1):                        # sequential
+        for i in range(max(0, d - W + 1), min(d, H - 1) + 1):   # together, one matmul
+            j = d - i
+            west = h[i - 1, j] if i > 0 else 0
+            north = h[i, j - 1] if j > 0 else 0
+            h[i, j] = phi(W_in.T @ x[i, j] + W_W.T @ west + W_N.T @ north)
+
+How it is made fast: W_in^T x is computed for every cell by one matmul before the loop;
+only valid cells are computed (a skewed square grid would double the work with padding):
+diagonals of similar length are grouped into a few ``lax.scan`` s of static shape, so the
+total number of sequential steps stays H+W-1; each step does one matmul of the stacked
+neighbours [h(i-1,j), h(i,j-1)] with [W_W; W_N]. The previous diagonal is carried by
+position along the diagonal; its neighbours are two static slices of it (the diagonal's
+first row is 0 while d < W, and moves down by one row per step afterwards).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrnn._checks import check_positive_int, is_concrete, shape_of
+from jaxrnn.cells._common import resolve_activation
+from jaxrnn.mdrnn import cell
+
+
+@dataclass(frozen=True)
+class Group:
+    """Diagonals ``first, ..., first + count - 1``, each padded to ``length`` cells.
+
+    ``shifted``: the first row of each of these diagonals is one below the previous
+    diagonal's (d >= W), so cell k's neighbours are entries k and k + 1 of the previous
+    diagonal instead of k - 1 and k.
+    """
+
+    first: int
+    count: int
+    length: int
+    shifted: bool
+
+
+def diagonal_rows(d: int, height: int, width: int) -> tuple[int, int]:
+    """First and last row of anti-diagonal d (the cells (i, d - i) inside the grid)."""
+    return max(0, d - width + 1), min(d, height - 1)
+
+
+def plan(height: int, width: int, *, min_length: int = 8, fill: float = 0.75) -> list[Group]:
+    """Group the H+W-1 diagonals into scans of static shape.
+
+    Consecutive diagonals share a group while the shortest is at least ``fill`` times the
+    longest (or the longest has at most ``min_length`` cells), and the neighbour pattern
+    (``shifted``) is the same. ``fill`` bounds the work spent on padding.
+    """
+    groups: list[Group] = []
+    for d in range(height + width - 1):
+        lo, hi = diagonal_rows(d, height, width)
+        n, shifted = hi - lo + 1, d >= width
+        if groups:
+            last = groups[-1]
+            lengths = [n] + [
+                diagonal_rows(e, height, width)[1] - diagonal_rows(e, height, width)[0] + 1
+                for e in (last.first, last.first + last.count - 1)
+            ]
+            longest, shortest = max(lengths), min(lengths)
+            if last.shifted == shifted and (longest <= min_length or shortest >= fill * longest):
+                groups[-1] = Group(last.first, last.count + 1, longest, shifted)
+                continue
+        groups.append(Group(d, 1, n, shifted))
+    return groups
+
+
+def _group_indices(group: Group, height: int, width: int):
+    """Flat cell index i*W + j and validity, each (count, length), for a group's diagonals."""
+    index = np.zeros((group.count, group.length), np.int32)
+    valid = np.zeros((group.count, group.length), bool)
+    for t in range(group.count):
+        d = group.first + t
+        lo, hi = diagonal_rows(d, height, width)
+        rows = np.arange(lo, hi + 1)
+        index[t, : rows.size] = rows * width + (d - rows)
+        valid[t, : rows.size] = True
+    return index, valid
+
+
+def _resize(state, size: int):
+    """Cut or zero-pad the leading axis of every leaf to ``size``."""
+
+    def one(leaf):
+        if leaf.shape[0] >= size:
+            return leaf[:size]
+        return jnp.pad(leaf, [(0, size - leaf.shape[0])] + [(0, 0)] * (leaf.ndim - 1))
+
+    return jax.tree_util.tree_map(one, state)
+
+
+def run_diagonals(
+    step,
+    projected,
+    state_sizes,
+    height: int,
+    width: int,
+    *,
+    mask=None,
+    min_length: int = 8,
+    fill: float = 0.75,
+):
+    """Run a grid recurrence over anti-diagonals: the engine under every wavefront here.
+
+    Args:
+      step: ``step(west, north, projected_cells) -> (state, y)``: the cell on a whole
+        diagonal. ``west``/``north`` are the neighbour states (pytrees of (L, *lead, k)
+        arrays, zeros outside the grid), ``projected_cells`` (L, *lead, P).
+      projected: the hoisted per-cell inputs, shape (H*W, *lead, P), row-major cells.
+      state_sizes: pytree of (k, dtype) pairs, one per state array (e.g. h, or (c, h)).
+      height, width: the grid.
+      mask: optional boolean (H*W, *lead): cells where it is False get state 0 and y 0.
+      min_length, fill: the grouping of diagonals (:func:`plan`).
+
+    Returns:
+      y for every cell, (H*W, *lead, hidden), row-major.
+    """
+    lead = projected.shape[1:-1]
+    groups = plan(height, width, min_length=min_length, fill=fill)
+    is_size = lambda s: isinstance(s, tuple) and len(s) == 2 and isinstance(s[0], int)
+    state = jax.tree_util.tree_map(
+        lambda s: jnp.zeros((groups[0].length + 2, *lead, s[0]), s[1]),
+        state_sizes,
+        is_leaf=is_size,
+    )
+    outputs, where_out = [], np.zeros(height * width, np.int64)
+    offset = 0
+    for group in groups:
+        index, valid = _group_indices(group, height, width)
+        cells = jnp.take(projected, index.reshape(-1), axis=0).reshape(
+            (group.count, group.length, *lead, projected.shape[-1])
+        )
+        keep = jnp.asarray(valid).reshape(valid.shape + (1,) * len(lead))
+        if mask is not None:
+            keep = keep & jnp.take(mask, index.reshape(-1), axis=0).reshape(keep.shape[:2] + lead)
+        keep = keep[..., None]
+        size = group.length
+
+        def diagonal(prev, inputs, size=size, shifted=group.shifted):
+            cells_d, keep_d = inputs
+            first = 1 if shifted else 0
+            west = jax.tree_util.tree_map(lambda q: q[first : first + size], prev)
+            north = jax.tree_util.tree_map(lambda q: q[first + 1 : first + 1 + size], prev)
+            new, y = step(west, north, cells_d)
+            new = jax.tree_util.tree_map(lambda a: jnp.where(keep_d, a, 0), new)
+            padded = jax.tree_util.tree_map(
+                lambda a: jnp.pad(a, [(1, 1)] + [(0, 0)] * (a.ndim - 1)), new
+            )
+            return padded, jnp.where(keep_d, y, 0)
+
+        state, ys = jax.lax.scan(diagonal, _resize(state, size + 2), (cells, keep))
+        outputs.append(ys.reshape((group.count * size, *ys.shape[2:])))
+        flat = index[valid]
+        where_out[flat] = offset + np.flatnonzero(valid.reshape(-1))
+        offset += group.count * size
+    return jnp.take(jnp.concatenate(outputs, axis=0), where_out, axis=0)
+
+
+def check_sizes_arg(sizes, batch: tuple[int, ...], height: int, width: int):
+    """``sizes`` (*batch, 2) integer (H_b, W_b) with 0 <= H_b <= H and 0 <= W_b <= W."""
+    shape = shape_of(sizes)
+    if shape != (*batch, 2):
+        raise ValueError(f"sizes: expected shape (*batch, 2) = {(*batch, 2)}, got {shape}")
+    dtype = getattr(sizes, "dtype", None) or np.asarray(sizes).dtype
+    if not jnp.issubdtype(dtype, jnp.integer):
+        raise ValueError(f"sizes: expected an integer dtype, got {dtype}")
+    if is_concrete(sizes):
+        values = np.asarray(sizes).reshape(-1, 2)
+        if values.size and (
+            values.min() < 0 or values[:, 0].max() > height or values[:, 1].max() > width
+        ):
+            raise ValueError(
+                f"sizes: expected 0 <= H_b <= {height} and 0 <= W_b <= {width}, got "
+                f"{values.tolist()}"
+            )
+
+
+def size_mask(sizes, height: int, width: int):
+    """Boolean (*batch, H, W): cell (i, j) lies inside its grid of size (H_b, W_b)."""
+    sizes = jnp.asarray(sizes)
+    rows = jnp.arange(height)[:, None] < sizes[..., 0, None, None]
+    cols = jnp.arange(width)[None, :] < sizes[..., 1, None, None]
+    return rows & cols
+
+
+def flatten_grid(a, n_batch: int):
+    """(*batch, H, W, k) -> (H*W, B, k), with B the product of the batch dims (1 if none)."""
+    shape = a.shape
+    batch, (height, width) = shape[:n_batch], shape[n_batch : n_batch + 2]
+    flat = a.reshape((int(np.prod(batch, dtype=int)), height * width, *shape[n_batch + 2 :]))
+    return jnp.moveaxis(flat, 1, 0)
+
+
+def unflatten_grid(a, batch: tuple[int, ...], height: int, width: int):
+    """(H*W, B, k) -> (*batch, H, W, k)."""
+    return jnp.moveaxis(a, 0, 1).reshape((*batch, height, width, a.shape[-1]))
+
+
+def wavefront(
+    params: dict, x, *, activation="tanh", sizes=None, min_length: int = 8, fill: float = 0.75
+):
+    """All hidden activations of the grid in H+W-1 sequential steps, one per anti-diagonal.
+
+    Equal to :func:`jaxrnn.mdrnn.raster` (which takes H·W steps).
+
+    Args:
+      params: grid-cell params (:func:`jaxrnn.mdrnn.init`).
+      x: inputs x(i,j), shape (H, W, D) or (*batch, H, W, D).
+      activation: phi, ``"tanh"``, ``"sigmoid"`` or a callable.
+      sizes: optional integer (*batch, 2): grid b is the top-left (H_b, W_b) block of
+        ``x[b]``; cells outside it are 0, as is h outside any grid, so a batch of grids of
+        different sizes runs as one padded batch.
+      min_length, fill: how diagonals are grouped into static-shaped scans (:func:`plan`);
+        they change the speed, never the result.
+
+    Returns:
+      h, shape (*batch, H, W, hidden).
+    """
+    in_dim, hidden = cell.check(params)
+    batch, height, width = cell.check_grid(x, in_dim)
+    check_grouping(min_length, fill)
+    mask = None
+    if sizes is not None:
+        check_sizes_arg(sizes, batch, height, width)
+        mask = size_mask(sizes, height, width)
+    phi = resolve_activation(activation)
+    return masked_wavefront(params, x, mask, phi, min_length=min_length, fill=fill)
+
+
+def check_grouping(min_length, fill) -> None:
+    check_positive_int(min_length, name="min_length")
+    if isinstance(fill, bool) or not isinstance(fill, (int, float)) or not 0.0 < fill <= 1.0:
+        raise ValueError(f"fill: expected a number in (0, 1], got {fill!r}")
+
+
+def masked_wavefront(params: dict, x, mask, phi, *, min_length: int = 8, fill: float = 0.75):
+    """:func:`wavefront` without validation; ``mask`` None or boolean (*batch, H, W)."""
+    hidden = params["W_in"].shape[1]
+    batch, (height, width) = x.shape[:-3], x.shape[-3:-1]
+    dtype = cell.result_dtype(params, x)
+    projected = flatten_grid(cell.project_input(params, jnp.asarray(x, dtype)), len(batch))
+    recurrent = cell.stacked_recurrent(params).astype(dtype)
+    if mask is not None:
+        mask = flatten_grid(mask[..., None], len(batch))[..., 0]
+
+    def step(west, north, projected_cells):
+        h = phi(projected_cells + jnp.concatenate([west, north], -1) @ recurrent)
+        return h, h
+
+    hs = run_diagonals(
+        step, projected, (hidden, dtype), height, width, mask=mask, min_length=min_length, fill=fill
+    )
+    return unflatten_grid(hs, batch, height, width)
