@@ -253,3 +253,15 @@ def test_cli_bptt_check_catches_its_planted_mistake(capsys):
     out = capsys.readouterr().out
     assert "blame: 'f' at step 5" in out  # loss at steps 1..5: worked out above
     assert out.count("ok = True") == 4  # the fixed student code and the library's 3 models
+
+
+def test_tour_section_reports_measured_numbers():
+    from jaxrnn.cli import bptt as section
+
+    lines = list(section.tour())
+    text = "\n".join(lines)
+    assert "ok = True" in text
+    assert "blamed on ('c', 4)" in text and "blamed on ('f', 5)" in text
+    assert "measured 0.00124, predicted rho^30 = 0.00124" in text  # 0.8^30 = 0.001238
+    assert "measured 237, predicted rho^30 = 237" in text  # 1.2^30 = 237.4
+    assert "equals the identity exactly: True" in text

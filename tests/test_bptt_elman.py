@@ -151,6 +151,15 @@ def test_bad_input_raises_value_error_naming_it(change, match):
         bptt.elman(params, xs, dL_dh)
 
 
+def test_double_sum_can_be_left_out_for_long_sequences():
+    params, xs, dL_dh = make_problem(5, 4, ())
+    out = bptt.elman(params, xs, dL_dh, double_sum=False)
+    assert set(out) == {"h", "z", "x", "W", "U", "b"}
+    np.testing.assert_array_equal(out["W"], bptt.elman(params, xs, dL_dh)["W"])
+    with pytest.raises(ValueError, match="double_sum"):
+        bptt.elman(params, xs, dL_dh, double_sum="no")
+
+
 def test_unknown_activation_is_refused():
     params, xs, dL_dh = make_problem(0, 3, ())
     with pytest.raises(ValueError, match="activation"):

@@ -71,7 +71,7 @@ def double_sum_dW(step_jacobians, slopes, h_prev, dL_dh):
     return jnp.sum(jax.lax.map(outer_term, steps), axis=0)
 
 
-def elman(params: dict, xs, dL_dh, *, activation: str = "tanh") -> dict:
+def elman(params: dict, xs, dL_dh, *, activation: str = "tanh", double_sum: bool = True) -> dict:
     """Every adjoint of the Elman RNN; dL/dW both by the recursion and by the double sum.
 
     Reference loop of the recursion (one sequence)::
@@ -89,22 +89,26 @@ def elman(params: dict, xs, dL_dh, *, activation: str = "tanh") -> dict:
       xs: (T, *batch, D).
       dL_dh: the direct derivatives dL/dh_t, (T, *batch, H).
       activation: ``"tanh"`` (the cell's default) or ``"sigmoid"`` (SPEC §5's sigma).
+      double_sum: also compute ``"W_double_sum"`` (O(T^2 H^3) work: for teaching and short
+        sequences; pass ``False`` for long ones).
 
     Returns:
       A dict: per step ``"h"`` (total dL/dh_t, direct term included), ``"z"`` (dL/dz_t, the
       pre-activation), ``"x"`` (dL/dx_t), each (T, *batch, ·) with entry [t-1] for step t;
-      ``"W"`` by the O(T) recursion, ``"W_double_sum"`` by the O(T^2) double sum, ``"U"``,
-      ``"b"``, summed over batch.
+      ``"W"`` by the O(T) recursion, ``"W_double_sum"`` by the O(T^2) double sum (unless
+      ``double_sum=False``), ``"U"``, ``"b"``, summed over batch.
     """
     hidden, in_dim = check_matrix(params, "U")
     check_params(params, cell.param_shapes(in_dim, hidden))
     xs, dL_dh = check_sequences(xs, dL_dh, in_dim=in_dim, hidden=hidden)
     activation_slope(activation, 0.0)  # validates the name
-    return _elman(params, xs, dL_dh, activation)
+    if not isinstance(double_sum, bool):
+        raise ValueError(f"double_sum: expected True or False, got {double_sum!r}")
+    return _elman(params, xs, dL_dh, activation, double_sum)
 
 
-@partial(jax.jit, static_argnums=3)
-def _elman(params, xs, dL_dh, activation):
+@partial(jax.jit, static_argnums=(3, 4))
+def _elman(params, xs, dL_dh, activation, double_sum):
     hs, h0 = elman_states(params, xs, activation=activation)
     slopes = activation_slope(activation, hs)
     h_prev = shift_in(h0, hs)
@@ -121,6 +125,7 @@ def _elman(params, xs, dL_dh, activation):
     adjoints["W"] = sum_over_leading(z_bar[..., :, None] * h_prev[..., None, :], lead)
     adjoints["U"] = sum_over_leading(z_bar[..., :, None] * xs[..., None, :], lead)
     adjoints["b"] = sum_over_leading(z_bar, lead)
-    step_jacobians = elman_step_jacobians(params, xs, activation=activation)
-    adjoints["W_double_sum"] = double_sum_dW(step_jacobians, slopes, h_prev, dL_dh)
+    if double_sum:
+        step_jacobians = elman_step_jacobians(params, xs, activation=activation)
+        adjoints["W_double_sum"] = double_sum_dW(step_jacobians, slopes, h_prev, dL_dh)
     return adjoints
