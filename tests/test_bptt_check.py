@@ -265,3 +265,30 @@ def test_tour_section_reports_measured_numbers():
     assert "measured 0.00124, predicted rho^30 = 0.00124" in text  # 0.8^30 = 0.001238
     assert "measured 237, predicted rho^30 = 237" in text  # 1.2^30 = 237.4
     assert "equals the identity exactly: True" in text
+
+
+def test_the_reference_itself_equals_jax_grad_through_the_cells():
+    # The reference's forward passes re-state c and h to add perturbations; at e = 0 its
+    # parameter and input gradients must be jax.grad through the cells run by jaxrnn.scan.
+    from jaxrnn.bptt import reference
+
+    params, xs, dL_dh = scalar_problem()
+    ref = reference.lstm_scalar(params, xs, dL_dh)
+    auto = jax.grad(scalar_tests.loss_by_autodiff)(params, xs, dL_dh)
+    for name in params:
+        assert float(ref[name]) == pytest.approx(float(auto[name]), rel=1e-12, abs=1e-15)
+
+    params, xs, dL_dh = lstm_tests.make_problem(0, 5, (2,))
+    ref = reference.lstm(params, xs, dL_dh)
+    d_params, d_h0, d_xs = lstm_tests.grads_by_autodiff(params, jnp.zeros((2, 4)), xs, dL_dh)
+    for name in params:
+        np.testing.assert_allclose(ref[name], d_params[name], rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(ref["x"], d_xs, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(ref["h_prev"][0], d_h0, rtol=1e-12, atol=1e-15)
+
+    params, xs, dL_dh = elman_tests.make_problem(0, 5, (2,))
+    ref = reference.elman(params, xs, dL_dh, activation="sigmoid")
+    d_params, d_xs = elman_tests.grads_by_autodiff(params, xs, dL_dh, "sigmoid")
+    for name in params:
+        np.testing.assert_allclose(ref[name], d_params[name], rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(ref["x"], d_xs, rtol=1e-12, atol=1e-15)
