@@ -12,7 +12,10 @@ up to the order of floating-point sums.
     xs, ys = shard_batch((xs, ys), mesh, batch_axis=(1, 0))  # xs (T, B, D), ys (B, 1)
 
 On one host with one CPU, ``XLA_FLAGS=--xla_force_host_platform_device_count=4`` (set
-before jax is imported) makes 4 CPU devices to try this on.
+before jax is imported) makes 4 CPU devices to try this on. Across hosts, run the same
+program in one process per host after ``jax.distributed.initialize(...)``: ``jax.devices()``
+and so :func:`data_mesh` then span every host, and each process either computes the same
+global batch (``shard_batch``) or only its own rows (``shard_batch(..., process_local=True)``).
 """
 
 from __future__ import annotations
