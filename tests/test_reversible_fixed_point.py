@@ -67,7 +67,7 @@ def test_divmod_small_is_exact_over_its_whole_domain_edges(n):
     cur = np.concatenate([rng.integers(0, top, 20000), np.arange(0, 300), top - 1 - np.arange(300)])
     cur = np.concatenate([cur, (np.arange(1, 2**16)[:, None] * n + np.array([-1, 0])).ravel()])
     cur = cur[(cur >= 0) & (cur < top)].astype(np.uint64)
-    inv = (1.0 / jnp.float32(n)).astype(jnp.float32)
+    inv = (1.0 / jnp.float32(n)) * jnp.float32(1.0 - 2.0**-20)
     q, r = fp.divmod_small(jnp.asarray(cur, jnp.uint32), jnp.uint32(n), inv)
     np.testing.assert_array_equal(np.asarray(q, np.uint64), cur // n)
     np.testing.assert_array_equal(np.asarray(r, np.uint64), cur % n)
@@ -143,3 +143,18 @@ def test_spill_schedule_keeps_every_word_below_2_64_on_worst_case_words():
     assert worst == end
     assert slots_used == list(range(len(slots_used))) and len(slots_used) == spill.sum()
     assert np.all(slot[~spill] == len(slots_used) - 1)
+
+
+def test_fingerprint_changes_with_any_entry_its_position_and_the_step():
+    rng = np.random.default_rng(8)
+    base = words([int(v) for v in rng.integers(-(2**62), 2**62, 12)])
+    base = fp.Word(base.hi.reshape(3, 4), base.lo.reshape(3, 4))
+    ref = int(fp.fingerprint(base, 5))
+    assert int(fp.fingerprint(base, 6)) != ref
+    for i in range(3):
+        for j in range(4):
+            for part in ("hi", "lo"):
+                changed = getattr(base, part).at[i, j].add(jnp.uint32(1))
+                assert int(fp.fingerprint(base._replace(**{part: changed}), 5)) != ref
+    swapped = fp.Word(base.hi[::-1], base.lo[::-1])  # rows trade places
+    assert int(fp.fingerprint(swapped, 5)) != ref

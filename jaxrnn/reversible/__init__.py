@@ -8,7 +8,7 @@ differentiates a validation loss with respect to the schedules, the initial para
 and the loss's hyperparameters along the exactly reconstructed path.
 """
 
-from jaxrnn.reversible.hypergrad import Hypergradients, hypergradient
+from jaxrnn.reversible.hypergrad import Hypergradients, hypergradient, sweep_memory
 from jaxrnn.reversible.optax_transform import (
     ReversibleMomentum,
     ReversibleMomentumState,
@@ -56,5 +56,6 @@ __all__ = [
     "represented_betas",
     "reverse",
     "stored_bits",
+    "sweep_memory",
     "velocity",
 ]

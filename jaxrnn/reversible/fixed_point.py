@@ -151,17 +151,15 @@ def from_limbs(four: list) -> Word:
 def divmod_small(cur, n, inv_n):
     """(cur // n, cur % n) for uint32 ``cur`` < n · 2^16 and 1 <= n < 2^16.
 
-    The quotient is estimated in float32 with the reciprocal ``inv_n`` (= float32(1/n));
-    its error is below 1, so one correction step in either direction makes it exact. This
-    keeps the division elementwise and vectorisable (no integer divide instruction).
+    The quotient is estimated in float32 with ``inv_n`` = float32(1/n) · (1 - 2^-20):
+    the bias makes the estimate fall below cur / n by less than 0.1 (three roundings of
+    2^-24 each, q < 2^16), so floor(estimate) is q or q - 1 and one correction makes it
+    exact. This keeps the division elementwise and vectorisable (no integer divide).
     """
     q = jnp.floor(cur.astype(jnp.float32) * inv_n).astype(U32)
-    r = lax.bitcast_convert_type(cur - q * n, jnp.int32)
-    n_signed = lax.bitcast_convert_type(n, jnp.int32)
-    low, high = r < 0, r >= n_signed
-    q = jnp.where(low, q - U32(1), jnp.where(high, q + U32(1), q))
-    r = jnp.where(low, r + n_signed, jnp.where(high, r - n_signed, r))
-    return q, lax.bitcast_convert_type(r, U32)
+    r = cur - q * n
+    high = r >= n
+    return jnp.where(high, q + U32(1), q), jnp.where(high, r - n, r)
 
 
 def long_divmod(digits: list, n):
@@ -171,7 +169,7 @@ def long_divmod(digits: list, n):
     each partial dividend rem · 2^16 + limb < n · 2^16 fitting a ``uint32``.
     """
     n = jnp.asarray(n, U32)
-    inv_n = (1.0 / n.astype(jnp.float32)).astype(jnp.float32)
+    inv_n = (1.0 / n.astype(jnp.float32)) * jnp.float32(1.0 - 2.0**-20)
     rem = jnp.zeros_like(digits[0])
     quotient = []
     for limb in digits:
@@ -206,7 +204,7 @@ def floor_divmod_signed(a: Word, n):
 
 
 def mix(x):
-    """A 32-bit integer hash (xorshift-multiply), used for trajectory checksums."""
+    """A 32-bit integer hash (xorshift-multiply), used to salt trajectory checksums."""
     x = x ^ (x >> 16)
     x = x * U32(0x7FEB352D)
     x = x ^ (x >> 15)
@@ -215,6 +213,13 @@ def mix(x):
 
 
 def fingerprint(word: Word, step) -> jnp.ndarray:
-    """A uint32 digest of all entries of ``word`` at ``step`` (sum of per-entry hashes)."""
-    salt = mix(jnp.asarray(step).astype(U32) * U32(0x9E3779B9) + U32(1))
-    return jnp.sum(mix(word.lo ^ mix(word.hi ^ salt)), dtype=U32)
+    """A uint32 digest of all entries of ``word`` at ``step``: sum_i (lo_i ^ s) c_i + hi_i.
+
+    c_i = (2i + 1) · 0x9E3779B1 is odd, so changing any one entry's lo (or hi) changes the
+    sum; the position factor also catches entries that trade places. Cheap (a few
+    elementwise ops and one sum), since it runs on every parameter at every step.
+    """
+    salt = mix(jnp.asarray(step).astype(U32) + U32(1))
+    lo, hi = jnp.ravel(word.lo), jnp.ravel(word.hi)
+    odd = (lax.broadcasted_iota(U32, lo.shape, 0) * U32(2) + U32(1)) * U32(0x9E3779B1)
+    return jnp.sum((lo ^ salt) * odd + (hi ^ (salt >> 7)), dtype=U32)

@@ -107,6 +107,43 @@ def _like_schedule(per_leaf, schedule, treedef):
     return sum(per_leaf[1:], per_leaf[0])
 
 
+def _prepare(train_loss, val_loss, params0, alphas, betas, hyper, frac_bits):
+    """Train forward; return the start and end states, f(theta(T)) and the sweep's arguments."""
+    frac_bits = sgd.DEFAULT_FRAC_BITS if frac_bits is None else frac_bits
+    hyper = () if hyper is None else hyper
+    start = sgd.init(params0, frac_bits=frac_bits)
+    end = sgd.forward(start, None, alphas, betas, _extra=hyper, _grad3=_train_grad(train_loss))
+    value, (theta_bar, lam_bar) = _val_grad(val_loss)(sgd.params(end), hyper)
+    treedef, dtypes = start.treedef, start.dtypes
+    _, alpha_leaves, numerators = sgd._check_schedules(end, alphas, betas)
+    n_old = [0] * treedef.num_leaves
+    xs, _, _ = sgd._segment_inputs(start, alpha_leaves, numerators, start.bounds, n_old)
+    xs["beta"] = [jnp.asarray(n / 2.0**16) for n in numerators]
+    zeros = [jnp.zeros(w.hi.shape, dt) for w, dt in zip(end.theta, dtypes, strict=True)]
+    adjoints = (treedef.flatten_up_to(theta_bar), zeros, lam_bar)
+    words = (end.theta, end.velocity, end.word, end.slots)
+    args = (train_loss, treedef, dtypes, start.frac_bits, words, adjoints, xs, hyper)
+    return start, end, value, args
+
+
+def sweep_memory(train_loss, val_loss, params0, alphas, betas, hyper=None, *, frac_bits=None):
+    """Memory of :func:`hypergradient`'s reverse sweep, from the compiled program.
+
+    Same arguments as :func:`hypergradient` (training runs once, forward). Returns a dict:
+    ``temp_bytes`` (the compiled sweep's temporaries), ``argument_bytes`` (its inputs: the
+    exact state, the buffer and the schedules) and ``buffer_bytes`` (the buffer alone).
+    Compare with ``jax.jit(jax.grad(f)).lower(...).compile().memory_analysis()`` of autodiff
+    through the unrolled loop, which keeps all T intermediate states.
+    """
+    _, end, _, args = _prepare(train_loss, val_loss, params0, alphas, betas, hyper, frac_bits)
+    analysis = _sweep.lower(*args).compile().memory_analysis()
+    return {
+        "temp_bytes": int(analysis.temp_size_in_bytes),
+        "argument_bytes": int(analysis.argument_size_in_bytes),
+        "buffer_bytes": sgd.stored_bits(end) // 8,
+    }
+
+
 def hypergradient(train_loss, val_loss, params0, alphas, betas, hyper=None, *, frac_bits=None):
     """Validation loss after T exact momentum steps and its gradient w.r.t. the hyperparameters.
 
@@ -126,24 +163,11 @@ def hypergradient(train_loss, val_loss, params0, alphas, betas, hyper=None, *, f
     Raises:
       TrajectoryMismatchError if the reverse sweep does not reconstruct theta(0) exactly.
     """
-    frac_bits = sgd.DEFAULT_FRAC_BITS if frac_bits is None else frac_bits
-    hyper = () if hyper is None else hyper
-    start = sgd.init(params0, frac_bits=frac_bits)
-    grad3 = _train_grad(train_loss)
-    end = sgd.forward(start, None, alphas, betas, _extra=hyper, _grad3=grad3)
-    value, (theta_bar, lam_bar) = _val_grad(val_loss)(sgd.params(end), hyper)
-
-    treedef, dtypes = start.treedef, start.dtypes
-    _, alpha_leaves, numerators = sgd._check_schedules(end, alphas, betas)
-    n_old = [0] * treedef.num_leaves
-    xs, _, _ = sgd._segment_inputs(start, alpha_leaves, numerators, start.bounds, n_old)
-    xs["beta"] = [jnp.asarray(n / 2.0**16) for n in numerators]
-    zeros = [jnp.zeros(w.hi.shape, dt) for w, dt in zip(end.theta, dtypes, strict=True)]
-    adjoints = (treedef.flatten_up_to(theta_bar), zeros, lam_bar)
-    words = (end.theta, end.velocity, end.word, end.slots)
-    words, (theta_bar, _, lam_bar), bad, checksum, a_bar, b_bar = _sweep(
-        train_loss, treedef, dtypes, start.frac_bits, words, adjoints, xs, hyper
+    start, end, value, sweep_args = _prepare(
+        train_loss, val_loss, params0, alphas, betas, hyper, frac_bits
     )
+    words, (theta_bar, _, lam_bar), bad, checksum, a_bar, b_bar = _sweep(*sweep_args)
+    treedef = start.treedef
     rebuilt = dataclasses.replace(start, theta=words[0], velocity=words[1])
     mismatch = jnp.where(bad >= 0, bad, jnp.where(checksum != end.checksums[-1], 0, -1))
     same = [
