@@ -232,14 +232,15 @@ def _check_against_template(manifest, like, path):
     return treedef
 
 
-def _from_stored(array, entry):
-    """The jax array a stored numpy array stands for (re-viewed dtype, re-wrapped key)."""
+def _from_stored(array, entry, template_leaf):
+    """The array a stored one stands for (re-viewed dtype, re-wrapped key), of the
+    template's kind: a jax array where the template has one, else a numpy array."""
     if entry["key_impl"] is not None:
         return jax.random.wrap_key_data(jax.numpy.asarray(array), impl=entry["key_impl"])
     dtype = jax.numpy.dtype(entry["dtype"])
     if array.dtype != dtype:
         array = array.view(dtype)
-    return jax.numpy.asarray(array)
+    return jax.numpy.asarray(array) if isinstance(template_leaf, jax.Array) else array
 
 
 def restore(path, like):
@@ -252,7 +253,8 @@ def restore(path, like):
         not used.
 
     Returns:
-      ``(tree, step, metadata)``: the saved tree as jax arrays, its step and its metadata.
+      ``(tree, step, metadata)``: the saved tree (jax arrays where ``like`` has jax arrays,
+      numpy arrays elsewhere, so float64 survives without x64), its step and its metadata.
 
     Raises:
       ValueError: the file is missing, truncated or not a checkpoint; its tree, a shape or a
@@ -287,6 +289,9 @@ def restore(path, like):
             "saved (corrupted or edited file)"
         )
     leaves = [
-        _from_stored(array, entry) for array, entry in zip(arrays, manifest["leaves"], strict=True)
+        _from_stored(array, entry, leaf)
+        for array, entry, leaf in zip(
+            arrays, manifest["leaves"], jax.tree_util.tree_leaves(like), strict=True
+        )
     ]
     return jax.tree_util.tree_unflatten(treedef, leaves), manifest["step"], manifest["metadata"]
