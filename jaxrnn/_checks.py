@@ -21,8 +21,19 @@ def shape_of(x) -> tuple[int, ...]:
 
 
 def dtype_of(x):
+    """The dtype JAX would give ``x``; NumPy's where JAX refuses (strings, huge ints)."""
     dtype = getattr(x, "dtype", None)
-    return dtype if dtype is not None else jnp.asarray(x).dtype
+    if dtype is not None:
+        return dtype
+    try:
+        return jnp.asarray(x).dtype
+    except (TypeError, ValueError, OverflowError):
+        return np.asarray(x).dtype
+
+
+def is_real(dtype) -> bool:
+    """Integer or floating (not bool, not complex)."""
+    return bool(jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.floating))
 
 
 def is_concrete(x) -> bool:
@@ -73,8 +84,24 @@ def check_last_dim(x, size: int, *, name: str):
     shape = shape_of(x)
     if len(shape) < 1 or shape[-1] != size:
         raise ValueError(f"{name}: expected shape (*batch, {size}), got {shape}")
-    if not jnp.issubdtype(dtype_of(x), jnp.number):
-        raise ValueError(f"{name}: expected a numeric dtype, got {dtype_of(x)}")
+    if not is_real(dtype_of(x)):
+        raise ValueError(f"{name}: expected real numbers (integer or floating), got {dtype_of(x)}")
+
+
+def check_batches_broadcast(arrays: Mapping[str, object]):
+    """Check that the batch shapes (all axes but the last) of the named arrays broadcast.
+
+    A cell's carry and input must describe the same batch: (B, H) with (B, D), or an
+    unbatched carry (H,) shared by every sequence of x (B, D).
+    """
+    try:
+        np.broadcast_shapes(*(shape_of(value)[:-1] for value in arrays.values()))
+    except ValueError:
+        got = ", ".join(f"{name} of shape {shape_of(value)}" for name, value in arrays.items())
+        raise ValueError(
+            f"{', '.join(arrays)}: expected the same batch shape (*batch, ...) (or batch "
+            f"shapes that broadcast), got {got}"
+        ) from None
 
 
 def check_positive_int(value, *, name: str):

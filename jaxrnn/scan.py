@@ -51,7 +51,13 @@ def _check_lengths(lengths, xs, n_steps: int):
 def _check_carry_type(cell, params, carry, xs):
     """The cell must return a carry of the same structure, shapes and dtypes it was given."""
     x0 = jax.tree_util.tree_map(lambda leaf: leaf[0], xs)
-    new_carry, _ = jax.eval_shape(cell, params, carry, x0)
+    out = jax.eval_shape(cell, params, carry, x0)
+    if not (isinstance(out, tuple) and len(out) == 2):
+        raise ValueError(
+            f"cell: expected cell(params, carry, x) to return a pair (carry, y), got "
+            f"{jax.tree_util.tree_structure(out)}"
+        )
+    new_carry = out[0]
     given = jax.tree_util.tree_structure(carry)
     returned = jax.tree_util.tree_structure(new_carry)
     if given != returned:
@@ -107,9 +113,13 @@ def scan(cell, params, carry, xs, *, lengths=None, reverse: bool = False, unroll
     Returns:
       ``(final_carry, ys)``, with ys of shape (T, *batch, ...).
     """
+    if not callable(cell):
+        raise ValueError(f"cell: expected a callable cell(params, carry, x), got {cell!r}")
     n_steps = _sequence_length(xs)
     if isinstance(unroll, bool) or not isinstance(unroll, (int, np.integer)) or unroll < 1:
         raise ValueError(f"unroll: expected a positive integer, got {unroll!r}")
+    if not isinstance(reverse, (bool, np.bool_)):
+        raise ValueError(f"reverse: expected True or False, got {reverse!r}")
     _check_carry_type(cell, params, carry, xs)
     if lengths is None:
         return jax.lax.scan(
@@ -167,10 +177,12 @@ def bidirectional(
     Returns:
       ``((final_carry_fw, final_carry_bw), ys)``.
     """
-    cell_fw, cell_bw = cells if isinstance(cells, (tuple, list)) else (cells, cells)
-    for name, value in (("cells", (cell_fw, cell_bw)), ("params", params), ("carries", carries)):
+    if not isinstance(cells, (tuple, list)):
+        cells = (cells, cells)
+    for name, value in (("cells", cells), ("params", params), ("carries", carries)):
         if not (isinstance(value, (tuple, list)) and len(value) == 2):
             raise ValueError(f"{name}: expected a pair (forward, backward), got {type(value)}")
+    cell_fw, cell_bw = cells
     if not (callable(cell_fw) and callable(cell_bw)):
         raise ValueError("cells: expected a callable cell or a pair of callable cells")
     carry_fw, ys_fw = scan(cell_fw, params[0], carries[0], xs, lengths=lengths, unroll=unroll)

@@ -148,7 +148,10 @@ def test_gru_matches_numpy():
 
 
 def test_threshold_matches_numpy_and_step_of_zero_is_zero():
-    params = threshold.init(KEY, 2, 3, dtype=jnp.float64)
+    # non-zero biases (init makes them zero) and two output units, so b_h, b_y and every
+    # row of V are exercised
+    params = random_biases(threshold.init(KEY, 2, 3, out_dim=2, dtype=jnp.float64), KEY)
+    assert float(jnp.abs(params["b_h"]).min()) > 0 and params["V"].shape == (2, 3)
     xs = jax.random.bernoulli(KEY, 0.5, (T, B, 2)).astype(jnp.float64)
     h, ys = jaxrnn.scan(threshold.apply, params, threshold.init_carry((B,), 3, jnp.float64), xs)
     p = np_params(params)
@@ -160,9 +163,36 @@ def test_threshold_matches_numpy_and_step_of_zero_is_zero():
 
 
 def test_threshold_accepts_integer_bits():
-    params = threshold.init(KEY, 2, 3)
-    h, y = threshold.apply(params, threshold.init_carry((4,), 3), jnp.ones((4, 2), jnp.int32))
+    params = random_biases(threshold.init(KEY, 2, 3), KEY)
+    params = {k: v.astype(jnp.float32) for k, v in params.items()}
+    bits = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.int32)
+    h, y = threshold.apply(params, threshold.init_carry((4,), 3), jnp.asarray(bits))
     assert h.dtype == jnp.float32 and y.shape == (4, 1)
+    p = {k: np.asarray(v, np.float64) for k, v in params.items()}
+    for n in range(4):
+        h_ref, y_ref = np_threshold(p, bits[n : n + 1].astype(float), np.zeros(3))
+        np.testing.assert_array_equal(h[n], h_ref)
+        np.testing.assert_array_equal(y[n], y_ref[0])
+
+
+@pytest.mark.parametrize("module", [elman, gru, lstm, threshold])
+def test_lists_and_a_shared_unbatched_carry_are_accepted(module):
+    # x as nested lists equals x as an array; a carry of shape (H,) is shared by every
+    # sequence of the batch: the same as the carry tiled to (B, H).
+    params = random_biases(module.init(KEY, D, H, dtype=jnp.float64), KEY)
+    x = np.asarray(jax.random.normal(KEY, (B, D)))
+    one = module.init_carry((), H, jnp.float64)
+    one = jax.tree_util.tree_map(lambda leaf: leaf + jnp.linspace(-0.5, 0.5, H), one)
+    tiled = jax.tree_util.tree_map(lambda leaf: jnp.broadcast_to(leaf, (B, H)), one)
+    want = module.apply(params, tiled, jnp.asarray(x))
+    for got in (module.apply(params, one, x.tolist()), module.apply(params, one, jnp.asarray(x))):
+        jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-14), got, want)
+    if module is lstm:  # and the batch rows against the NumPy loop
+        (c_ref, h_ref), _ = np_lstm(
+            np_params(params), x[1:2], np.asarray(one[0]), np.asarray(one[1])
+        )
+        np.testing.assert_allclose(want[0][0][1], c_ref, rtol=1e-12)
+        np.testing.assert_allclose(want[0][1][1], h_ref, rtol=1e-12)
 
 
 @pytest.mark.parametrize("module", [elman, gru])
@@ -277,6 +307,41 @@ def test_lstm_forget_bias_and_init_shapes():
         (
             lambda: threshold.apply(threshold.init(KEY, 2, 3), jnp.zeros(3), jnp.zeros(3)),
             r"x: expected shape \(\*batch, 2\), got \(3,\)",
+        ),
+        (lambda: threshold.init(KEY, 2, 3, out_dim=0), "out_dim: expected a positive integer"),
+        # carry and x of different batches: named, not an XLA broadcasting error
+        (
+            lambda: elman.apply(elman.init(KEY, 2, 3), jnp.zeros((4, 3)), jnp.zeros((5, 2))),
+            r"carry, x: expected the same batch shape .* carry of shape \(4, 3\), x of shape "
+            r"\(5, 2\)",
+        ),
+        (
+            lambda: gru.apply(gru.init(KEY, 2, 3), jnp.zeros((2, 4, 3)), jnp.zeros((4, 2, 2))),
+            "carry, x: expected the same batch shape",
+        ),
+        (
+            lambda: lstm.apply(lstm.init(KEY, 2, 3), lstm.init_carry((4,), 3), jnp.zeros((5, 2))),
+            r"carry\[0\] \(c\), carry\[1\] \(h\), x: expected the same batch shape",
+        ),
+        (
+            lambda: threshold.apply(
+                threshold.init(KEY, 2, 3), jnp.zeros((3, 3)), jnp.zeros((2, 2), jnp.int32)
+            ),
+            "carry, x: expected the same batch shape",
+        ),
+        (
+            lambda: lstm.apply(lstm.init(KEY, 2, 3), lstm.init_carry((), 3), jnp.ones(2, complex)),
+            r"x: expected real numbers \(integer or floating\), got complex",
+        ),
+        (
+            lambda: elman.apply(elman.init(KEY, 2, 3), jnp.zeros(3), jnp.ones(2, bool)),
+            "x: expected real numbers",
+        ),
+        (
+            lambda: lstm_scalar.apply(
+                lstm_scalar.init(KEY), lstm_scalar.init_carry((2,)), jnp.ones(2, complex)
+            ),
+            "x: expected real numbers",
         ),
     ],
 )

@@ -140,9 +140,13 @@ def test_gradient_through_lengths_ignores_padding():
 def test_scan_under_jit_with_traced_lengths():
     params, xs, h0 = elman_setup(5, 2)
     run = jax.jit(lambda lengths: jaxrnn.scan(elman.apply, params, h0, xs, lengths=lengths))
-    h, _ = run(jnp.array([2, 5]))
-    h_ref, _ = jaxrnn.scan(elman.apply, params, h0[:1], xs[:2, :1])
-    np.testing.assert_allclose(h[0], h_ref[0], rtol=1e-12)
+    h, ys = run(jnp.array([2, 5]))
+    p = {k: np.asarray(v) for k, v in params.items()}
+    for n, length in enumerate((2, 5)):
+        h_ref, ys_ref = np_elman_run(p, np.asarray(xs[:length, n]), np.asarray(h0[n]))
+        np.testing.assert_allclose(h[n], h_ref, rtol=1e-12)
+        np.testing.assert_allclose(ys[:length, n], ys_ref, rtol=1e-12)
+        np.testing.assert_array_equal(ys[length:, n], 0.0)
 
 
 PROPERTY_T, PROPERTY_B = 6, 4
@@ -189,13 +193,17 @@ def test_errors():
         (dict(unroll=0), "unroll: expected a positive integer"),
         (dict(carry=h0.astype(jnp.float32)), "carry: the cell maps a carry leaf"),
         (dict(xs=jnp.zeros((5, 2, D + 1))), r"x: expected shape \(\*batch, 3\)"),
+        (dict(carry=jnp.zeros((3, H))), r"carry, x: expected the same batch shape"),
+        (dict(reverse="yes"), "reverse: expected True or False, got 'yes'"),
+        (dict(cell=None), r"cell: expected a callable cell\(params, carry, x\), got None"),
+        (dict(cell=lambda p, c, x: c), r"cell: expected .* to return a pair \(carry, y\)"),
     ]
     for overrides, message in cases:
-        kwargs = dict(carry=h0, xs=xs)
+        kwargs = dict(cell=elman.apply, carry=h0, xs=xs)
         kwargs.update(overrides)
-        carry, seq = kwargs.pop("carry"), kwargs.pop("xs")
+        cell, carry, seq = kwargs.pop("cell"), kwargs.pop("carry"), kwargs.pop("xs")
         with pytest.raises(ValueError, match=message):
-            jaxrnn.scan(elman.apply, params, carry, seq, **kwargs)
+            jaxrnn.scan(cell, params, carry, seq, **kwargs)
 
 
 def test_bidirectional_errors():
@@ -206,3 +214,5 @@ def test_bidirectional_errors():
         jaxrnn.bidirectional(elman.apply, (params, params), h0, xs)
     with pytest.raises(ValueError, match="cells: expected a callable"):
         jaxrnn.bidirectional((1, 2), (params, params), (h0, h0), xs)
+    with pytest.raises(ValueError, match="cells: expected a pair"):
+        jaxrnn.bidirectional((elman.apply,) * 3, (params, params), (h0, h0), xs)

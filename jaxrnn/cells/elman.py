@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from jaxrnn._checks import check_last_dim, check_matrix, check_params
+from jaxrnn._checks import check_batches_broadcast, check_last_dim, check_matrix, check_params
 from jaxrnn.cells._common import check_sizes, resolve_activation, uniform_weights, zeros_carry
 
 
@@ -49,6 +49,8 @@ def apply(params: dict, carry, x, *, activation="tanh"):
     check_params(params, param_shapes(in_dim, hidden))
     check_last_dim(carry, hidden, name="carry")
     check_last_dim(x, in_dim, name="x")
+    check_batches_broadcast({"carry": carry, "x": x})
     act = resolve_activation(activation)
+    carry, x = jnp.asarray(carry), jnp.asarray(x)
     h = act(carry @ params["W"].T + x @ params["U"].T + params["b"])
     return h, h

@@ -15,7 +15,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._checks import check_last_dim, check_matrix, check_params
+from jaxrnn._checks import check_batches_broadcast, check_last_dim, check_matrix, check_params
 from jaxrnn.cells._common import check_sizes, gate_shapes, uniform_weights, zeros_carry
 
 GATES = ("r", "z", "n")
@@ -42,11 +42,23 @@ def init_carry(batch_shape, hidden: int, dtype=jnp.float32):
 
 
 def apply(params: dict, carry, x):
-    """One step: ``(h_{t-1}, x_t) -> (h_t, h_t)``; carry (*batch, H), x (*batch, D)."""
+    """One step: ``(h_{t-1}, x_t) -> (h_t, h_t)``.
+
+    Args:
+      params: ``W_g`` (H, D), ``U_g`` (H, H), ``b_g`` (H,) for g in r, z, n, and ``b_hn``
+        (H,), as made by :func:`init`.
+      carry: h_{t-1}, shape (*batch, H).
+      x: x_t, shape (*batch, D).
+
+    Returns:
+      ``(h_t, h_t)``, each of shape (*batch, H).
+    """
     hidden, in_dim = check_matrix(params, "W_r")
     check_params(params, param_shapes(in_dim, hidden))
     check_last_dim(carry, hidden, name="carry")
     check_last_dim(x, in_dim, name="x")
+    check_batches_broadcast({"carry": carry, "x": x})
+    carry, x = jnp.asarray(carry), jnp.asarray(x)
     p = params
     r = jax.nn.sigmoid(x @ p["W_r"].T + carry @ p["U_r"].T + p["b_r"])
     z = jax.nn.sigmoid(x @ p["W_z"].T + carry @ p["U_z"].T + p["b_z"])

@@ -12,7 +12,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._checks import check_last_dim, check_matrix, check_params
+from jaxrnn._checks import check_batches_broadcast, check_last_dim, check_matrix, check_params
 from jaxrnn.cells._common import check_sizes, gate_shapes, uniform_weights, zeros_carry
 
 GATES = ("i", "f", "o", "c")
@@ -66,6 +66,7 @@ def check(params: dict, carry, x) -> None:
     check_last_dim(carry[0], hidden, name="carry[0] (c)")
     check_last_dim(carry[1], hidden, name="carry[1] (h)")
     check_last_dim(x, in_dim, name="x")
+    check_batches_broadcast({"carry[0] (c)": carry[0], "carry[1] (h)": carry[1], "x": x})
 
 
 def apply(params: dict, carry, x):
@@ -75,9 +76,12 @@ def apply(params: dict, carry, x):
       params: as made by :func:`init`.
       carry: ``(c_{t-1}, h_{t-1})``, each (*batch, H).
       x: x_t, shape (*batch, D).
+
+    Returns:
+      ``((c_t, h_t), h_t)``, each of shape (*batch, H).
     """
     check(params, carry, x)
-    c_prev, h_prev = carry
+    c_prev, h_prev, x = jnp.asarray(carry[0]), jnp.asarray(carry[1]), jnp.asarray(x)
     i, f, o, g = gates(params, h_prev, x)
     c = f * c_prev + i * g
     h = o * jnp.tanh(c)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._checks import batch_shape_tuple, check_params, dtype_of, shape_of
+from jaxrnn._checks import batch_shape_tuple, check_params, dtype_of, is_real, shape_of
 
 WEIGHTS = ("w_ix", "w_ih", "w_fx", "w_fh", "w_ox", "w_oh", "w_gx", "w_gh")
 
@@ -48,7 +48,16 @@ def gates(params: dict, h_prev, x):
 
 
 def apply(params: dict, carry, x):
-    """One step: ``((c(t-1), h(t-1)), x(t)) -> ((c(t), h(t)), h(t))``, elementwise over batch."""
+    """One step: ``((c(t-1), h(t-1)), x(t)) -> ((c(t), h(t)), h(t))``, elementwise over batch.
+
+    Args:
+      params: the eight scalar weights of :data:`WEIGHTS`, as made by :func:`init`.
+      carry: ``(c(t-1), h(t-1))``, each of the shape of x.
+      x: x(t), shape batch (``()`` for one sequence).
+
+    Returns:
+      ``((c(t), h(t)), h(t))``, each of the shape of x.
+    """
     check_params(params, {name: () for name in WEIGHTS})
     if not (isinstance(carry, tuple) and len(carry) == 2):
         raise ValueError(f"carry: expected a tuple (c, h), got {type(carry).__name__}")
@@ -57,9 +66,9 @@ def apply(params: dict, carry, x):
             raise ValueError(
                 f"{name}: expected the shape of x, {shape_of(x)}, got {shape_of(part)}"
             )
-    if not jnp.issubdtype(dtype_of(x), jnp.number):
-        raise ValueError(f"x: expected a numeric dtype, got {dtype_of(x)}")
-    c_prev, h_prev = carry
+    if not is_real(dtype_of(x)):
+        raise ValueError(f"x: expected real numbers (integer or floating), got {dtype_of(x)}")
+    c_prev, h_prev, x = jnp.asarray(carry[0]), jnp.asarray(carry[1]), jnp.asarray(x)
     i, f, o, g = gates(params, h_prev, x)
     c = f * c_prev + i * g
     h = o * jnp.tanh(c)
