@@ -204,6 +204,8 @@ CHOICES = {
     "sigmoid as jax.nn.sigmoid": Choices(sigmoid_via_tanh=False),
     "input projection hoisted out of the scan": Choices(hoist_input=True),
     "weight/input grads accumulated in the loop": Choices(grads_after_scan=False),
+    "one matmul per step, [x_t, h] [W; U]": Choices(one_matmul=True),
+    "batch as 2 independent scans": Choices(batch_split=2),
 }
 
 

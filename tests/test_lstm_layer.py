@@ -24,6 +24,7 @@ CHOICES = {
     "hoisted_input": Choices(hoist_input=True),
     "grads_in_loop": Choices(grads_after_scan=False),
     "batch_in_3_chunks": Choices(batch_split=3),
+    "one_matmul": Choices(one_matmul=True),
 }
 
 

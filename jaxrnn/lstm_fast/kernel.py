@@ -44,6 +44,7 @@ class Choices(NamedTuple):
       backward_unroll: the same for the reverse scan of the backward pass.
       sigmoid_via_tanh: compute sigma(z) as 0.5 tanh(z / 2) + 0.5 (one fused tanh).
       hoist_input: compute x_t W + b for all t as one matmul before the forward scan.
+      one_matmul: compute z_t as one matmul [x_t, h_{t-1}] [W; U] + b (when not hoisted).
       grads_after_scan: weight and input gradients as single matmuls after the reverse
         scan (True), or accumulated inside it step by step (False).
       batch_split: run the batch as this many independent scans (chunks of sequences), which
@@ -54,6 +55,7 @@ class Choices(NamedTuple):
     backward_unroll: int = 4
     sigmoid_via_tanh: bool = True
     hoist_input: bool = False
+    one_matmul: bool = False
     grads_after_scan: bool = True
     batch_split: int = 1
 
@@ -62,10 +64,9 @@ def _sigmoid(z, via_tanh: bool):
     return 0.5 * jnp.tanh(0.5 * z) + 0.5 if via_tanh else jax.nn.sigmoid(z)
 
 
-def _cell(choices: Choices, U, c_prev, h_prev, zx):
-    """One step from the input part ``zx = x_t W + b``: returns (c_t, h_t, gates (B, 4H))."""
-    hidden = U.shape[0]
-    z = zx + h_prev @ U
+def _cell(choices: Choices, c_prev, z):
+    """One step from the pre-activations z (B, 4H): returns (c_t, h_t, gates (B, 4H))."""
+    hidden = c_prev.shape[-1]
     ifo = _sigmoid(z[..., : 3 * hidden], choices.sigmoid_via_tanh)
     g = jnp.tanh(z[..., 3 * hidden :])
     i, f, o = ifo[..., :hidden], ifo[..., hidden : 2 * hidden], ifo[..., 2 * hidden :]
@@ -77,12 +78,18 @@ def _cell(choices: Choices, U, c_prev, h_prev, zx):
 def _forward(choices: Choices, W, U, b, c0, h0, xs, mask, *, keep: bool):
     """Run the forward scan; ``keep`` also returns the residuals (cs, gates) for BPTT."""
     inputs = xs @ W + b if choices.hoist_input else xs
+    WU = jnp.concatenate([W, U], axis=0) if choices.one_matmul else None
 
     def step(carry, t_inputs):
         c_prev, h_prev = carry
         x, m = t_inputs
-        zx = x if choices.hoist_input else x @ W + b
-        c, h, gates = _cell(choices, U, c_prev, h_prev, zx)
+        if choices.hoist_input:
+            z = x + h_prev @ U
+        elif choices.one_matmul:
+            z = jnp.concatenate([x, h_prev], axis=-1) @ WU + b
+        else:
+            z = x @ W + h_prev @ U + b
+        c, h, gates = _cell(choices, c_prev, z)
         if m is not None:
             c = jnp.where(m, c, c_prev)
             h = jnp.where(m, h, h_prev)
