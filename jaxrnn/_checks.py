@@ -25,6 +25,8 @@ def dtype_of(x):
     dtype = getattr(x, "dtype", None)
     if dtype is not None:
         return dtype
+    if isinstance(x, (str, bytes)):
+        return np.asarray(x).dtype
     try:
         return jnp.asarray(x).dtype
     except (TypeError, ValueError, OverflowError):

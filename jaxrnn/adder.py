@@ -22,7 +22,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxrnn._checks import check_params, check_positive_int, dtype_of, is_concrete, shape_of
+from jaxrnn._checks import (
+    check_last_dim,
+    check_params,
+    check_positive_int,
+    dtype_of,
+    is_concrete,
+    shape_of,
+)
 from jaxrnn.bits import from_bits, to_bits
 from jaxrnn.cells import threshold
 from jaxrnn.scan import scan
@@ -108,6 +115,12 @@ def output_bits(params: dict, xs, *, activation=threshold.step):
     Returns:
       ``(ys, hs)``: output bits (T, *batch) and hidden units (T, *batch, H).
     """
+    params = check_adder_params(params)
+    shape = shape_of(xs)
+    if len(shape) < 2:
+        raise ValueError(f"xs: expected input bits of shape (T, *batch, 2), got {shape}")
+    check_last_dim(xs, 2, name="xs")
+    xs = jnp.asarray(xs)
     hidden = params["U"].shape[0]
     carry = threshold.init_carry(xs.shape[1:-1], hidden, params["U"].dtype)
 
@@ -159,6 +172,12 @@ def add(params: dict, a, b, n_bits: int):
     _check_n_bits(n_bits, limit=MAX_ADD_BITS)
     _check_addend(a, n_bits, name="a")
     _check_addend(b, n_bits, name="b")
+    try:
+        np.broadcast_shapes(shape_of(a), shape_of(b))
+    except ValueError:
+        raise ValueError(
+            f"a, b: expected shapes that broadcast together, got {shape_of(a)} and {shape_of(b)}"
+        ) from None
     a, b = jnp.broadcast_arrays(jnp.asarray(a, jnp.int32), jnp.asarray(b, jnp.int32))
     return _add(params, a, b, n_bits)
 
@@ -247,6 +266,11 @@ def verify(params: dict, n_bits: int = 8) -> Verification:
       ``counterexample`` ((a, b, got, want) or None).
     """
     params = check_adder_params(params)
+    if not all(is_concrete(value) for value in params.values()):
+        raise ValueError(
+            "params: verify returns Python numbers, so it needs concrete weights, got traced "
+            "ones; call it outside jax.jit / jax.grad (or use add, which traces)"
+        )
     _check_n_bits(n_bits, limit=MAX_VERIFY_BITS)
     failures, a, b, got = (int(v) for v in _count_failures(params, n_bits))
     counterexample = Counterexample(a, b, got, a + b) if failures else None

@@ -241,3 +241,32 @@ def test_bad_addends_and_bit_counts():
         adder.verify(p, True)
     with pytest.raises(ValueError, match="a: expected one integer"):
         adder.trace(p, [1, 2], 1, 4)
+    with pytest.raises(
+        ValueError, match=r"a, b: expected shapes that broadcast .* \(3,\) and \(4,\)"
+    ):
+        adder.add(p, np.arange(3), np.arange(4), 4)
+    with pytest.raises(ValueError, match=r"a: expected values in \[0, 2\^30\)"):
+        adder.add(p, 2**40, 1, 30)  # too large for int32: named, not an OverflowError
+    with pytest.raises(ValueError, match="a: expected integers, got dtype <U1"):
+        adder.add(p, "a", 1, 4)
+    with pytest.raises(ValueError, match="params: verify returns Python numbers"):
+        jax.jit(lambda q: adder.verify(q, 2).ok)(p)
+    with pytest.raises(ValueError, match=r"xs: expected shape \(\*batch, 2\), got \(5, 4, 3\)"):
+        adder.output_bits(p, np.zeros((5, 4, 3)))
+    with pytest.raises(ValueError, match=r"xs: expected input bits of shape \(T, \*batch, 2\)"):
+        adder.output_bits(p, np.zeros(2))
+
+
+def test_output_bits_of_lists_match_the_hand_trace():
+    # 5 + 7 on 4 bits, as nested lists (T = 5, batch = 1, 2): the per-step units of
+    # test_trace_of_5_plus_7_by_hand.
+    xs = [[[1, 1]], [[0, 1]], [[1, 1]], [[0, 0]], [[0, 0]]]
+    ys, hs = adder.output_bits(adder.hand_params(), xs)
+    assert np.asarray(ys)[:, 0].tolist() == [0, 0, 1, 1, 0]
+    assert np.asarray(hs)[:, 0].tolist() == [
+        [1, 1, 0],
+        [1, 1, 0],
+        [1, 1, 1],
+        [1, 0, 0],
+        [0, 0, 0],
+    ]

@@ -87,6 +87,12 @@ def test_run_batched_with_per_sequence_s0_and_under_jit():
     assert np.asarray(ys).T.tolist() == want
 
 
+def test_run_accepts_boolean_inputs():
+    xs = np.array([True, False, True, True])
+    ys = step_rnn.run((1.0, -2.0, 0.5), xs)
+    assert np.asarray(ys).tolist() == numpy_run((1.0, -2.0, 0.5), xs.astype(int)) == [1, 0, 1, 0]
+
+
 def test_run_step_of_zero_is_zero():
     # z = 0 everywhere with zero weights; step(0) = 0 so every output is 0.
     assert np.asarray(step_rnn.run((0.0, 0.0, 0.0), np.ones(4))).tolist() == [0, 0, 0, 0]
@@ -98,6 +104,10 @@ def test_run_step_of_zero_is_zero():
         ((1.0, 2.0), [0, 1], 0, r"params: expected three numbers \(w1, w2, b\)"),
         (jnp.ones(4), [0, 1], 0, r"params: expected three numbers"),
         ((1.0, [2.0, 3.0], 0.0), [0, 1], 0, "expected w2 to be a real scalar"),
+        ((1j, 2.0, 0.0), [0, 1], 0, "expected w1 to be a real scalar, got 1j"),
+        (("a", 2.0, 0.0), [0, 1], 0, "expected w1 to be a real scalar, got 'a'"),
+        ((1.0, None, 0.0), [0, 1], 0, "expected w2 to be a real scalar, got None"),
+        ((1.0, 2.0, 0.0), np.array([1j, 0]), 0, "xs: expected real numbers, got dtype complex"),
         ((1.0, 2.0, 0.0), [], 0, r"xs: expected shape \(T, \*batch\) with T >= 1"),
         ((1.0, 2.0, 0.0), 1.0, 0, r"xs: expected shape \(T, \*batch\)"),
         ((1.0, 2.0, 0.0), np.array(["a"]), 0, "xs: expected real numbers"),
@@ -267,6 +277,7 @@ def test_solve_agrees_with_theory_and_its_answers_check(pairs, s0):
         ([], [], 0, "xs: expected a non-empty sequence"),
         ([0, 1], [0, 1], 2, "s0: expected 0 or 1, got 2"),
         ([0, 1], [0, 1], True, "s0: expected 0 or 1, got True"),
+        ([0, 1], [0, 1], np.array([0, 1]), r"s0: expected 0 or 1, got array\(\[0, 1\]\)"),
         ([[0, 1], [1]], [0, 1], 0, "xs, ys: expected both to be one sequence or both a list"),
         ([[0, 1], [1]], [[0, 1]], 0, "xs, ys: expected as many sequences, got 2 and 1"),
         ([[0, 1], [1]], [[0, 1], [1, 1]], 0, r"xs\[1\], ys\[1\]: expected the same length"),

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrnn._checks import dtype_of, is_concrete, shape_of
+from jaxrnn._checks import dtype_of, is_concrete, is_real, shape_of
 from jaxrnn.cells.threshold import step
 from jaxrnn.scan import scan
 
@@ -34,7 +34,7 @@ def check_step_params(params, *, name: str = "params"):
         raise ValueError(f"{name}: expected three numbers (w1, w2, b), got {given!r}")
     out = []
     for label, value in zip(("w1", "w2", "b"), params, strict=True):
-        if shape_of(value) != () or not jnp.issubdtype(dtype_of(value), jnp.number):
+        if shape_of(value) != () or not is_real(dtype_of(value)):
             raise ValueError(f"{name}: expected {label} to be a real scalar, got {value!r}")
         out.append(value)
     dtype = jnp.result_type(*out, jnp.float32)
@@ -53,7 +53,7 @@ def run(params, xs, s0=0):
 
     Args:
       params: ``(w1, w2, b)``, real scalars.
-      xs: inputs of shape (T, *batch), T >= 1.
+      xs: inputs of shape (T, *batch), T >= 1: real numbers (bits, or any others).
       s0: the state s(0), 0 or 1, a scalar or of shape (*batch,).
 
     Returns:
@@ -64,7 +64,7 @@ def run(params, xs, s0=0):
     shape = shape_of(xs)
     if len(shape) < 1 or shape[0] < 1:
         raise ValueError(f"xs: expected shape (T, *batch) with T >= 1, got {shape}")
-    if not jnp.issubdtype(dtype_of(xs), jnp.number):
+    if not (is_real(dtype_of(xs)) or dtype_of(xs) == np.bool_):
         raise ValueError(f"xs: expected real numbers, got dtype {dtype_of(xs)}")
     s0_shape = shape_of(s0)
     if s0_shape not in ((), shape[1:]):

@@ -274,7 +274,7 @@ def solve(xs, ys, s0: int = 0) -> Solution:
     Returns:
       :class:`Solution`.
     """
-    if isinstance(s0, bool) or s0 not in (0, 1):
+    if isinstance(s0, bool) or np.ndim(s0) != 0 or s0 not in (0, 1):
         raise ValueError(f"s0: expected 0 or 1, got {s0!r}")
     pairs, several = _pairs(xs, ys)
     groups = _groups(_steps(pairs, int(s0)))
