@@ -29,3 +29,18 @@ def test_errors():
         from_bits(jnp.ones(40))
     with pytest.raises(ValueError, match="bits: expected shape"):
         from_bits(jnp.array(1))
+    # silently wrong before: -1 gave the bits 1111, and a 2 counted as 2 * 2^k
+    with pytest.raises(ValueError, match="values: expected non-negative integers, got min -1"):
+        to_bits(jnp.array([3, -1]), 4)
+    with pytest.raises(ValueError, match=r"bits: expected 0/1 values, got \[0, 1, 2\]"):
+        from_bits(jnp.array([1, 0, 2]))
+    with pytest.raises(ValueError, match="dtype: expected an integer dtype, got float32"):
+        from_bits(jnp.array([1, 0]), dtype=jnp.float32)
+
+
+def test_traced_values_are_not_checked_but_convert():
+    import jax
+
+    bits = jax.jit(lambda v: to_bits(v, 3))(jnp.array([5, 2]))
+    np.testing.assert_array_equal(bits, [[1, 0, 1], [0, 1, 0]])
+    assert int(jax.jit(from_bits)(bits[0])) == 5
