@@ -32,6 +32,13 @@ def test_cells_command_lists_shapes(capsys):
     assert "W_i (3, 2)" in out and "U_i (3, 3)" in out and "w_gh ()" in out
 
 
+def test_bad_input_ends_with_the_message_not_a_traceback():
+    with pytest.raises(
+        SystemExit, match="^jaxrnn cells: in_dim: expected a positive integer, got 0$"
+    ):
+        main(["cells", "--in-dim", "0"])
+
+
 def test_unknown_section_is_refused():
     with pytest.raises(SystemExit):
         build_parser().parse_args(["tour", "--only", "nonexistent"])

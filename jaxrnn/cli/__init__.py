@@ -7,7 +7,9 @@ Each capability lives in a module of this package (discovered automatically) tha
     add_commands(subparsers) -> None registers its subcommands (optional)
     tour() -> Iterator[str]          yields one line per demonstration, with numbers (optional)
 
-A subcommand sets ``func=callable(args) -> int`` on its parser with ``set_defaults``.
+A subcommand sets ``func=callable(args) -> int`` on its parser with ``set_defaults``. A
+``ValueError`` it raises (the library's answer to bad input) ends the command with its
+message and exit status 1, not a traceback.
 """
 
 from __future__ import annotations
@@ -70,7 +72,10 @@ def main(argv=None) -> int:
     if not hasattr(args, "func"):
         parser.print_help()
         return 0
-    return args.func(args)
+    try:
+        return args.func(args)
+    except ValueError as error:
+        raise SystemExit(f"jaxrnn {args.command}: {error}") from None
 
 
 if __name__ == "__main__":
