@@ -64,11 +64,21 @@ def _check_carry_type(cell, params, carry, xs):
         raise ValueError(f"carry: the cell returns a carry of structure {returned}, got {given}")
     old_leaves = jax.tree_util.tree_leaves(carry)
     for old, new in zip(old_leaves, jax.tree_util.tree_leaves(new_carry), strict=True):
-        if shape_of(old) != new.shape or jnp.dtype(dtype_of(old)) != new.dtype:
+        if shape_of(old) != new.shape:
             raise ValueError(
-                f"carry: the cell maps a carry leaf of shape {shape_of(old)} and dtype "
-                f"{dtype_of(old)} to shape {new.shape} and dtype {new.dtype}; create the carry "
-                f"with the cell's init_carry(batch_shape, hidden, dtype={new.dtype})"
+                f"carry: the cell maps a carry leaf of shape {shape_of(old)} to shape "
+                f"{new.shape}; create the carry with the cell's init_carry(batch_shape, hidden) "
+                f"for the batch shape of xs"
+            )
+        if jnp.dtype(dtype_of(old)) != new.dtype:
+            xs_dtypes = sorted(
+                {str(jnp.dtype(dtype_of(leaf))) for leaf in jax.tree_util.tree_leaves(xs)}
+            )
+            raise ValueError(
+                f"carry: the cell maps a carry leaf of dtype {dtype_of(old)} to dtype "
+                f"{new.dtype} (xs has dtype {', '.join(xs_dtypes)}); give params, carry and xs "
+                f"one dtype: the carry from init_carry(batch_shape, hidden, dtype=...) and "
+                f"xs.astype(...)"
             )
 
 

@@ -191,7 +191,16 @@ def test_errors():
         (dict(lengths=jnp.array([1, 2, 3])), r"lengths: expected the batch shape of xs, \(2,\)"),
         (dict(lengths=jnp.array([1.0, 2.0])), "lengths: expected an integer dtype"),
         (dict(unroll=0), "unroll: expected a positive integer"),
-        (dict(carry=h0.astype(jnp.float32)), "carry: the cell maps a carry leaf"),
+        (dict(carry=h0.astype(jnp.float32)), "carry: the cell maps a carry leaf of dtype"),
+        (
+            dict(carry=h0[:1]),
+            r"carry: the cell maps a carry leaf of shape \(1, 4\) to shape \(2, 4\)",
+        ),
+        # float32 params and carry, float64 xs: the message names the dtype of xs
+        (
+            dict(params=elman.init(KEY, D, H), carry=h0.astype(jnp.float32)),
+            r"float32 to dtype float64 \(xs has dtype float64\)",
+        ),
         (dict(xs=jnp.zeros((5, 2, D + 1))), r"x: expected shape \(\*batch, 3\)"),
         (dict(carry=jnp.zeros((3, H))), r"carry, x: expected the same batch shape"),
         (dict(reverse="yes"), "reverse: expected True or False, got 'yes'"),
@@ -199,11 +208,11 @@ def test_errors():
         (dict(cell=lambda p, c, x: c), r"cell: expected .* to return a pair \(carry, y\)"),
     ]
     for overrides, message in cases:
-        kwargs = dict(cell=elman.apply, carry=h0, xs=xs)
+        kwargs = dict(cell=elman.apply, params=params, carry=h0, xs=xs)
         kwargs.update(overrides)
-        cell, carry, seq = kwargs.pop("cell"), kwargs.pop("carry"), kwargs.pop("xs")
+        cell, p, carry, seq = (kwargs.pop(k) for k in ("cell", "params", "carry", "xs"))
         with pytest.raises(ValueError, match=message):
-            jaxrnn.scan(cell, params, carry, seq, **kwargs)
+            jaxrnn.scan(cell, p, carry, seq, **kwargs)
 
 
 def test_bidirectional_errors():
