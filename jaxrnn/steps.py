@@ -4,6 +4,10 @@
 loops: a ``scan`` of length n whose body runs k sequential steps contributes n * max(k, 1);
 loops one after another add; ``cond`` takes its longest branch; calls (``jit``,
 ``custom_vjp``, ``remat``, ...) are followed into. A program without loops runs 0 loop steps.
+
+``parallel_depth(fn, *args)`` measures the critical path of the traced dataflow instead:
+a loop of n steps costs n times its body, and an associative scan (no loop) its ~log2 T
+levels of dependent operations.
 """
 
 from __future__ import annotations

@@ -159,3 +159,13 @@ def test_measured_depth_row():
         assert 0 < total - iterations * per_iteration < per_iteration
     with pytest.raises(ValueError, match="^n_steps: expected a positive integer"):
         measure_depths(0)
+
+
+def test_cli_prints_the_measured_table(capsys):
+    from jaxrnn.cli import main
+
+    assert main(["parallel", "depth", "--min-exp", "6", "--max-exp", "6", "--hidden", "2"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[1].split()[:3] == ["T", "scan", "steps"]
+    values = [int(v) for v in lines[2].split()]
+    assert values == list(measure_depths(64, hidden=2))

@@ -108,8 +108,9 @@ def tour():
     yield (
         f"DEER on an Elman RNN, T = {n_steps}, by spectral radius (SPEC §5): "
         + "; ".join(results)
-        + " (the linearised solve multiplies T Jacobians: contracting chains converge fast, "
-        "expanding ones overflow, as exploding gradients do)"
+        + " (each linear solve multiplies T Jacobians taken along Newton's iterates: "
+        "contracting chains converge in a few iterations, expanding ones crawl or, in "
+        "float32, overflow; info.converged says so)"
     )
 
 
