@@ -260,3 +260,21 @@ def test_bad_shapes_raise():
         deer("elman", params, carry, xs)
     with pytest.raises(ValueError, match=r"^params\['W'\]: expected shape \(3, 3\)"):
         deer(cell, {**params, "W": params["W"][:2]}, carry, xs)
+
+
+def test_threshold_cell_with_integer_inputs():
+    """The step cell has a zero Jacobian, so Newton is a plain fixed-point sweep; the inputs
+    are integer bits; with a sigmoid surrogate, gradients still match the scan's."""
+    from jaxrnn.cells import threshold
+
+    params = threshold.init(KEY, 2, 3, dtype=jnp.float64)
+    carry = threshold.init_carry((), 3, dtype=jnp.float64)
+    bits = jax.random.bernoulli(KEY, 0.5, (T, 2)).astype(jnp.int32)
+    _, ys, info = deer(threshold.apply, params, carry, bits)
+    assert bool(info.converged) and int(info.iterations) <= T + 1
+    np.testing.assert_array_equal(ys, jaxrnn.scan(threshold.apply, params, carry, bits)[1])
+    smooth = functools.partial(threshold.apply, activation=jax.nn.sigmoid)
+    got = jax.grad(lambda p: jnp.sum(deer(smooth, p, carry, bits)[1] ** 2))(params)
+    want = jax.grad(lambda p: jnp.sum(jaxrnn.scan(smooth, p, carry, bits)[1] ** 2))(params)
+    for key in params:
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-9, atol=1e-12)
