@@ -14,7 +14,8 @@ for all t at once with :func:`jaxrnn.parallel.linear_recurrence` (O(log T) depth
 Jacobians of all T steps are evaluated in parallel too. (Lim et al., ICLR 2024, "DEER".)
 With only the diagonal of J_t (quasi-DEER, Gonzalez et al., NeurIPS 2024) each solve is
 elementwise; convergence is then linear rather than quadratic. Either way iteration k
-makes s_1..s_k exact, so T iterations always suffice in exact arithmetic; DEER pays off
+makes s_1..s_k exact, so T iterations give the exact trajectory in exact arithmetic
+(T + 1 to see the update vanish); DEER pays off
 when far fewer do, which happens when the Jacobian chain contracts (SPEC §5): errors of
 early steps then fade along the sequence instead of being amplified.
 
@@ -284,7 +285,8 @@ def deer(
     Every loop over t above runs in parallel (vmap); only the Newton iterations are
     sequential (a ``while_loop``). Cost per iteration: T Jacobians (H_c forward-mode passes
     each, H_c the carry size, e.g. 2H for an LSTM's (c, h)) and one associative scan over
-    (T, H_c, H_c) matrices (``"full"``) or (T, H_c) diagonals (``"diagonal"``).
+    (T, H_c, H_c) matrices (``"full"``) or (T, H_c) diagonals (``"diagonal"``, which still
+    forms each Jacobian by forward mode and keeps its diagonal: the saving is in the solve).
 
     Non-convergence (too few iterations; NaN/inf from an expanding Jacobian chain) is never
     returned silently: ``info.converged`` is False and ``on_failure`` says what else happens:
