@@ -25,6 +25,13 @@ what is wrong.
 A save is atomic: the archive is written to a temporary file in the target's directory,
 flushed and ``fsync``-ed, then moved over the target with ``os.replace``. A crash mid-save
 leaves the previous checkpoint as it was (at worst a stray ``.*.tmp`` file beside it).
+
+Loading a checkpoint somebody else wrote is safe: nothing is unpickled or evaluated (the
+manifest is JSON, each ``.npy`` header is checked against the template before any array is
+built), nothing is extracted to disk (members are read by the names this module gives them,
+never by names found in the archive), and memory stays bounded by the template: a manifest
+larger than ``MAX_MANIFEST_BYTES``, a member larger than its template leaf, or an ``.npy``
+header that declares another shape or dtype is refused before it is read.
 """
 
 from __future__ import annotations
@@ -43,6 +50,8 @@ import numpy as np
 FORMAT = "jaxrnn.checkpoint"
 VERSION = 1
 MANIFEST = "manifest.json"
+MAX_MANIFEST_BYTES = 64 * 2**20
+_MAX_NPY_HEADER = 2**16 + 16  # magic, version, length field and the longest v1 header
 
 
 def _member(index: int) -> str:
@@ -186,10 +195,17 @@ def read_manifest(path) -> dict:
 
 def _manifest_of(archive, path) -> dict:
     try:
-        manifest = json.loads(archive.read(MANIFEST))
+        size = archive.getinfo(MANIFEST).file_size
     except KeyError:
         raise ValueError(f"checkpoint {path!r}: no {MANIFEST} in the archive") from None
-    except (zipfile.BadZipFile, ValueError, OSError) as error:
+    if size > MAX_MANIFEST_BYTES:
+        raise ValueError(
+            f"checkpoint {path!r}: {MANIFEST} has {size} bytes, more than the "
+            f"{MAX_MANIFEST_BYTES} a manifest may have"
+        )
+    try:
+        manifest = json.loads(archive.read(MANIFEST))
+    except (zipfile.BadZipFile, ValueError, OSError, RecursionError) as error:
         raise ValueError(f"checkpoint {path!r}: unreadable {MANIFEST} ({error})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ValueError(f"checkpoint {path!r}: not a {FORMAT} manifest")
@@ -198,11 +214,67 @@ def _manifest_of(archive, path) -> dict:
             f"checkpoint {path!r}: format version {manifest.get('version')!r}, this "
             f"library reads version {VERSION}"
         )
+    problem = _manifest_problem(manifest)
+    if problem:
+        raise ValueError(f"checkpoint {path!r}: malformed {MANIFEST} ({problem})")
     return manifest
 
 
+def _is_index(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_shape(value) -> bool:
+    return isinstance(value, list) and all(_is_index(n) for n in value)
+
+
+_LEAF_FIELDS = {
+    "path": lambda v: isinstance(v, str),
+    "shape": _is_shape,
+    "dtype": lambda v: isinstance(v, str),
+    "stored_as": lambda v: isinstance(v, str),
+    "stored_shape": _is_shape,
+    "key_impl": lambda v: v is None or isinstance(v, str),
+}
+
+
+def _manifest_problem(manifest) -> str | None:
+    """What is wrong with the manifest's fields, or None (so later code can trust them)."""
+    if not _is_index(manifest.get("step")):
+        return f"step: expected a non-negative integer, got {manifest.get('step')!r}"
+    for field in ("treedef", "sha256"):
+        if not isinstance(manifest.get(field), str):
+            return f"{field}: expected a string, got {type(manifest.get(field)).__name__}"
+    leaves = manifest.get("leaves")
+    if not isinstance(leaves, list):
+        return f"leaves: expected a list, got {type(leaves).__name__}"
+    for index, leaf in enumerate(leaves):
+        if not isinstance(leaf, dict):
+            return f"leaves[{index}]: expected an object, got {type(leaf).__name__}"
+        for field, valid in _LEAF_FIELDS.items():
+            if field not in leaf or not valid(leaf[field]):
+                return f"leaves[{index}].{field}: missing or invalid ({leaf.get(field)!r})"
+    return None
+
+
+def _storage_of(leaf):
+    """``(dtype, shape, is_key)`` of the array :func:`save` stores for a template leaf."""
+    if _is_key(leaf):
+        data = jax.eval_shape(jax.random.key_data, leaf)
+        return np.dtype(data.dtype), tuple(data.shape), True
+    dtype = getattr(leaf, "dtype", None)
+    dtype = np.dtype(dtype if dtype is not None else np.asarray(leaf).dtype)
+    if dtype.isbuiltin != 1:
+        dtype = np.dtype(f"u{dtype.itemsize}")
+    return dtype, tuple(np.shape(leaf)), False
+
+
 def _check_against_template(manifest, like, path):
-    """Compare the manifest's leaves with the template's; raise naming the first mismatch."""
+    """Compare the manifest's leaves with the template's; raise naming the first mismatch.
+
+    Returns the template's tree structure and, per leaf, the ``(dtype, shape)`` of the
+    stored array, which bound what is read from the archive.
+    """
     entries, treedef = _leaf_entries(like)
     saved = manifest["leaves"]
     saved_paths = [leaf["path"] for leaf in saved]
@@ -216,6 +288,7 @@ def _check_against_template(manifest, like, path):
         raise ValueError(
             f"checkpoint {path!r}: its tree does not match the template `like` ({detail})"
         )
+    storage = []
     for (leaf_path, leaf), entry in zip(entries, saved, strict=True):
         shape = list(np.shape(leaf))
         if entry["shape"] != shape:
@@ -229,14 +302,54 @@ def _check_against_template(manifest, like, path):
                 f"checkpoint {path!r}: leaf {leaf_path} has dtype {entry['dtype']}, "
                 f"the template expects {dtype}"
             )
-    return treedef
+        stored_dtype, stored_shape, is_key = _storage_of(leaf)
+        said = (entry["stored_as"], tuple(entry["stored_shape"]), entry["key_impl"] is not None)
+        if said != (stored_dtype.str, stored_shape, is_key):
+            raise ValueError(
+                f"checkpoint {path!r}: leaf {leaf_path} is stored as {said[0]} of shape "
+                f"{said[1]}{' (a key)' if said[2] else ''}, a {dtype} leaf of shape "
+                f"{tuple(shape)} is stored as {stored_dtype.str} of shape {stored_shape}"
+            )
+        storage.append((stored_dtype, stored_shape))
+    return treedef, storage
+
+
+def _read_npy(data: bytes, dtype, shape):
+    """The array in the ``.npy`` bytes ``data``, which must hold ``dtype`` and ``shape``.
+
+    The header is checked before an array is made, so a header declaring a huge shape
+    allocates nothing; unlike ``numpy.lib.format.read_array`` nothing is sized by the file.
+    """
+    file = io.BytesIO(data)
+    version = np.lib.format.read_magic(file)
+    if version == (1, 0):
+        header = np.lib.format.read_array_header_1_0(file)
+    elif version == (2, 0):
+        header = np.lib.format.read_array_header_2_0(file)
+    else:
+        raise ValueError(f"npy format version {version}, expected (1, 0) or (2, 0)")
+    got_shape, fortran_order, got_dtype = header
+    stored = (got_dtype.str, list(got_shape))
+    if stored != (dtype.str, list(shape)):
+        raise ValueError(f"stored as {stored}, the manifest says {(dtype.str, list(shape))}")
+    payload = memoryview(data)[file.tell() :]
+    nbytes = dtype.itemsize * int(np.prod(shape, dtype=np.int64))
+    if len(payload) != nbytes:
+        raise ValueError(f"{len(payload)} bytes of array data, expected {nbytes}")
+    array = np.frombuffer(payload, dtype).reshape(shape, order="F" if fortran_order else "C")
+    return np.array(array, order="C")
 
 
 def _from_stored(array, entry, template_leaf):
     """The array a stored one stands for (re-viewed dtype, re-wrapped key), of the
     template's kind: a jax array where the template has one, else a numpy array."""
     if entry["key_impl"] is not None:
-        return jax.random.wrap_key_data(jax.numpy.asarray(array), impl=entry["key_impl"])
+        impl = (
+            jax.random.key_impl(template_leaf)
+            if isinstance(template_leaf, jax.Array)
+            else entry["key_impl"]
+        )
+        return jax.random.wrap_key_data(jax.numpy.asarray(array), impl=impl)
     dtype = jax.numpy.dtype(entry["dtype"])
     if array.dtype != dtype:
         array = array.view(dtype)
@@ -249,49 +362,53 @@ def restore(path, like):
     Args:
       path: a file written by :func:`save`.
       like: a template pytree with the same structure, leaf shapes and dtypes as the saved
-        tree (e.g. freshly initialised params and ``optimizer.init(params)``); its values are
-        not used.
+        tree (e.g. freshly initialised params and ``optimizer.init(params)``, or their
+        ``jax.eval_shape``); its values are not used.
 
     Returns:
       ``(tree, step, metadata)``: the saved tree (jax arrays where ``like`` has jax arrays,
       numpy arrays elsewhere, so float64 survives without x64), its step and its metadata.
 
     Raises:
-      ValueError: the file is missing, truncated or not a checkpoint; its tree, a shape or a
-        dtype differs from ``like``; or its contents do not match the checksum.
+      ValueError: the file is missing, truncated or not a checkpoint; its manifest is
+        malformed; its tree, a shape or a dtype differs from ``like``; or its contents do
+        not match the checksum.
     """
     path = os.fspath(path)
     with _open_archive(path) as archive:
         manifest = _manifest_of(archive, path)
-        treedef = _check_against_template(manifest, like, path)
+        treedef, storage = _check_against_template(manifest, like, path)
         arrays = []
-        try:
-            for index, entry in enumerate(manifest["leaves"]):
+        for index, (entry, (dtype, shape)) in enumerate(
+            zip(manifest["leaves"], storage, strict=True)
+        ):
+            try:
+                size = archive.getinfo(_member(index)).file_size
+                limit = dtype.itemsize * int(np.prod(shape, dtype=np.int64)) + _MAX_NPY_HEADER
+                if size > limit:
+                    raise ValueError(f"{size} bytes, more than the {limit} its array needs")
                 with archive.open(_member(index)) as member:
-                    data = io.BytesIO(member.read())
-                array = np.lib.format.read_array(data, allow_pickle=False)
-                stored = (array.dtype.str, list(array.shape))
-                if stored != (entry["stored_as"], entry["stored_shape"]):
-                    raise ValueError(
-                        f"stored as {stored}, the manifest says "
-                        f"{(entry['stored_as'], entry['stored_shape'])}"
-                    )
-                arrays.append(array)
-        except (KeyError, zipfile.BadZipFile, ValueError, OSError, EOFError) as error:
-            raise ValueError(
-                f"checkpoint {path!r}: leaf {entry['path']} is unreadable, the file is "
-                f"truncated or corrupted ({error})"
-            ) from None
+                    arrays.append(_read_npy(member.read(), dtype, shape))
+            except (KeyError, zipfile.BadZipFile, ValueError, OSError, EOFError) as error:
+                raise ValueError(
+                    f"checkpoint {path!r}: leaf {entry['path']} is unreadable, the file is "
+                    f"truncated or corrupted ({error})"
+                ) from None
     paths = [entry["path"] for entry in manifest["leaves"]]
     if _checksum(paths, arrays) != manifest["sha256"]:
         raise ValueError(
             f"checkpoint {path!r}: checksum mismatch, the arrays are not the ones that were "
             "saved (corrupted or edited file)"
         )
-    leaves = [
-        _from_stored(array, entry, leaf)
-        for array, entry, leaf in zip(
-            arrays, manifest["leaves"], jax.tree_util.tree_leaves(like), strict=True
-        )
-    ]
-    return jax.tree_util.tree_unflatten(treedef, leaves), manifest["step"], manifest["metadata"]
+    leaves = []
+    for array, entry, leaf in zip(
+        arrays, manifest["leaves"], jax.tree_util.tree_leaves(like), strict=True
+    ):
+        try:
+            leaves.append(_from_stored(array, entry, leaf))
+        except (TypeError, ValueError) as error:  # e.g. an unknown key implementation
+            raise ValueError(
+                f"checkpoint {path!r}: leaf {entry['path']} cannot be restored ({error})"
+            ) from None
+    tree = jax.tree_util.tree_unflatten(treedef, leaves)
+    return tree, manifest["step"], manifest.get("metadata")

@@ -196,7 +196,10 @@ def _restore(path, params, opt_state, steps):
             f"steps: the checkpoint {os.fspath(path)!r} is at step {step}, past steps={steps}"
         )
     saved = {leaf["path"]: leaf["dtype"] for leaf in manifest["leaves"]}
-    losses = np.zeros(step, saved.get("['losses']", "float32"))
+    dtype = saved.get("['losses']")
+    dtype = dtype if dtype in ("bfloat16", "float16", "float32", "float64") else "float32"
+    # abstract, so that a step claimed by the file allocates nothing before it is checked
+    losses = jax.ShapeDtypeStruct((step,), jnp.dtype(dtype))
     like = {"params": params, "opt_state": opt_state, "losses": losses}
     tree, step, meta = ckpt.restore(path, like)
     history = meta if isinstance(meta, dict) else {}

@@ -277,3 +277,114 @@ def test_any_tree_of_arrays_round_trips_bit_for_bit(tmp_path_factory, shapes, dt
     for saved, back in zip(jax.tree.leaves(tree), jax.tree.leaves(restored), strict=True):
         assert back.dtype == saved.dtype and back.shape == saved.shape
         assert np.asarray(back).tobytes() == saved.tobytes()
+
+
+def _edit_manifest(path, change):
+    def edit(members):
+        manifest = json.loads(members["manifest.json"])
+        change(manifest)
+        members["manifest.json"] = json.dumps(manifest).encode()
+        return members
+
+    _rewrite(path, edit)
+
+
+def test_npy_header_declaring_a_huge_array_is_refused_before_allocating(tmp_path):
+    path = tmp_path / "c.npz"
+    checkpoint.save(path, {"w": np.arange(4.0)}, step=1)
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f8", "fortran_order": False, "shape": (2**40,)}
+    )
+
+    def edit(members):
+        members["leaf_00000.npy"] = header.getvalue() + np.arange(4.0).tobytes()
+        return members
+
+    _rewrite(path, edit)  # 8 TiB declared: reading it as numpy.load does would not end well
+    with pytest.raises(ValueError, match=r"\['w'\] is unreadable.*stored as.*1099511627776"):
+        checkpoint.restore(path, {"w": np.zeros(4)})
+
+
+def test_members_larger_than_the_template_needs_are_not_read(tmp_path, monkeypatch):
+    path = tmp_path / "c.npz"
+    checkpoint.save(path, {"w": np.arange(4.0)}, step=1)
+    # 64 MiB of zeros deflate to ~64 KiB: a small file that would inflate in memory
+    with zipfile.ZipFile(path) as archive:
+        manifest = archive.read("manifest.json")
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("leaf_00000.npy", bytes(64 * 2**20))
+        archive.writestr("manifest.json", manifest)
+    assert os.path.getsize(path) < 2**20
+    opened = []
+    real_open = zipfile.ZipFile.open
+    monkeypatch.setattr(
+        zipfile.ZipFile,
+        "open",
+        lambda self, name, *a, **k: opened.append(name) or real_open(self, name, *a, **k),
+    )
+    with pytest.raises(ValueError, match=r"\['w'\] is unreadable.*67108864 bytes, more than"):
+        checkpoint.restore(path, {"w": np.zeros(4)})
+    assert "leaf_00000.npy" not in opened
+    monkeypatch.setattr(checkpoint, "MAX_MANIFEST_BYTES", 100)
+    with pytest.raises(ValueError, match=r"manifest.json has \d+ bytes, more than the 100"):
+        checkpoint.read_manifest(path)
+
+
+def test_malformed_manifests_raise_value_errors(tmp_path):
+    path = tmp_path / "c.npz"
+    tree = {"w": np.arange(4.0), "key": jax.random.key(0)}
+    checkpoint.save(path, tree, step=1)
+    original = path.read_bytes()
+
+    def set_step(m):
+        m["step"] = "1"
+
+    def drop_leaves(m):
+        m["leaves"] = {"0": m["leaves"][0]}
+
+    def drop_stored_shape(m):
+        del m["leaves"][1]["stored_shape"]
+
+    def object_dtype(m):
+        m["leaves"][1]["stored_as"] = "|O"
+
+    def float_as_key(m):
+        m["leaves"][1]["key_impl"] = "threefry2x32"
+
+    def huge_key(m):
+        m["leaves"][0]["stored_shape"] = [2**40, 2]
+
+    cases = [
+        (set_step, "malformed manifest.json.*step: expected a non-negative integer"),
+        (drop_leaves, "malformed manifest.json.*leaves: expected a list"),
+        (drop_stored_shape, r"leaves\[1\].stored_shape: missing or invalid"),
+        (object_dtype, r"leaf \['w'\] is stored as \|O of shape \(4,\), a float64 leaf"),
+        (float_as_key, r"leaf \['w'\] is stored as <f8 of shape \(4,\) \(a key\)"),
+        (huge_key, r"leaf \['key'\] is stored as <u4 of shape \(1099511627776, 2\)"),
+    ]
+    for change, message in cases:
+        path.write_bytes(original)
+        _edit_manifest(path, change)
+        with pytest.raises(ValueError, match=message):
+            checkpoint.restore(path, tree)
+    path.write_bytes(original)
+    deep = "[" * 100_000 + "]" * 100_000
+
+    def nested(members):
+        members["manifest.json"] = deep.encode()
+        return members
+
+    _rewrite(path, nested)
+    with pytest.raises(ValueError, match="unreadable manifest.json"):
+        checkpoint.read_manifest(path)
+
+
+def test_restores_into_an_abstract_template(tmp_path):
+    tree = {"w": jnp.arange(3.0), "key": jax.random.key(5), "n": np.int32(2)}
+    path = tmp_path / "c.npz"
+    checkpoint.save(path, tree, step=4)
+    restored, step, metadata = checkpoint.restore(path, jax.eval_shape(lambda: tree))
+    assert step == 4 and metadata is None
+    assert np.array_equal(restored["w"], tree["w"]) and restored["n"] == 2
+    assert np.array_equal(jax.random.key_data(restored["key"]), jax.random.key_data(tree["key"]))

@@ -312,3 +312,25 @@ def test_train_command_runs_the_copy_task(capsys):
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "copy: 2 steps" in out and "L log K / T = 0.439" in out  # 2 log 3 / (2*2 + 1)
+
+
+def test_a_checkpoint_claiming_a_huge_history_is_refused_without_allocating(tmp_path):
+    import json
+    import zipfile
+
+    path = tmp_path / "run.npz"
+    args = (_regression_loss, {"w": jnp.zeros(3)}, optax.sgd(0.05), _regression_batch)
+    train.fit(*args, 2, checkpoint=path, progress=False)
+    with zipfile.ZipFile(path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    manifest = json.loads(members["manifest.json"])
+    manifest["step"] = 2**40  # and a history of 2**40 losses: 4 TiB if it were allocated
+    for leaf in manifest["leaves"]:
+        if leaf["path"] == "['losses']":
+            leaf["shape"] = leaf["stored_shape"] = [2**40]
+    members["manifest.json"] = json.dumps(manifest).encode()
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    with pytest.raises(ValueError, match=r"\['losses'\] is unreadable.*stored as"):
+        train.fit(*args, 2**41, checkpoint=path, progress=False)
