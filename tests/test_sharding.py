@@ -2,9 +2,11 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
+import time
 
 import jax
 import jax.numpy as jnp
@@ -15,22 +17,18 @@ from jax.sharding import Mesh
 
 from jaxrnn import sharding, train
 
-# Runs in a fresh interpreter: XLA_FLAGS must be set before jax is imported.
-FOUR_DEVICES = textwrap.dedent(
+# The model both scripts below train: an LSTM on the adding problem, B = 8.
+MODEL = textwrap.dedent(
     """
-    import json
-    import jax, jax.numpy as jnp, numpy as np, optax
+    import jax.numpy as jnp, optax
     import jaxrnn
     from jaxrnn import sharding, tasks, train
     from jaxrnn.cells import lstm
 
-    assert len(jax.devices()) == 4, jax.devices()
     HIDDEN, key = 4, jax.random.key(0)
-    seen = []
 
-    def loss_fn(params, batch):
+    def lstm_loss(params, batch):
         xs, ys = batch
-        jax.debug.inspect_array_sharding(xs, callback=lambda s: seen.append(s))
         carry = lstm.init_carry(xs.shape[1:2], HIDDEN)
         (_, h), _ = jaxrnn.scan(lstm.apply, params["cell"], carry, xs)
         return jnp.mean((h @ params["V"].T - ys) ** 2)
@@ -39,6 +37,22 @@ FOUR_DEVICES = textwrap.dedent(
               "V": jnp.full((1, HIDDEN), 0.3, jnp.float32)}
     data = lambda step: tasks.adding_problem(key, step, batch=8, length=5)
     adam = optax.adam(0.05)
+    """
+)
+
+# Runs in a fresh interpreter: XLA_FLAGS must be set before jax is imported.
+FOUR_DEVICES = (
+    "import jax, json\n"
+    + MODEL
+    + textwrap.dedent(
+        """
+    assert len(jax.devices()) == 4, jax.devices()
+    seen = []
+
+    def loss_fn(params, batch):
+        jax.debug.inspect_array_sharding(batch[0], callback=lambda s: seen.append(s))
+        return lstm_loss(params, batch)
+
     one = train.fit(loss_fn, params, adam, data, 6, progress=False)
     on_one = seen[-1]
     mesh = sharding.data_mesh()
@@ -66,6 +80,7 @@ FOUR_DEVICES = textwrap.dedent(
         "uneven": uneven,
     }))
     """
+    )
 )
 
 
@@ -77,7 +92,7 @@ def test_four_cpu_devices_give_the_single_device_losses_with_the_batch_split():
         env=env,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=240,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
@@ -97,32 +112,26 @@ def test_four_cpu_devices_give_the_single_device_losses_with_the_batch_split():
 
 # Two processes on this host, two CPU devices each, joined by jax.distributed: the way a
 # multi-host run is launched (one process per host), here on localhost.
-TWO_PROCESSES = textwrap.dedent(
-    """
+TWO_PROCESSES = (
+    textwrap.dedent(
+        """
     import json, sys
     import jax
 
     process_id, port, path = int(sys.argv[1]), sys.argv[2], sys.argv[3]
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(f"localhost:{port}", num_processes=2, process_id=process_id)
-    import jax.numpy as jnp, optax
-    import jaxrnn
-    from jaxrnn import sharding, tasks, train
-    from jaxrnn.cells import lstm
-
-    HIDDEN, key = 4, jax.random.key(0)
-
-    def loss_fn(params, batch):
-        xs, ys = batch
-        carry = lstm.init_carry(xs.shape[1:2], HIDDEN)
-        (_, h), _ = jaxrnn.scan(lstm.apply, params["cell"], carry, xs)
-        return jnp.mean((h @ params["V"].T - ys) ** 2)
-
-    params = {"cell": lstm.init(jax.random.key(1), 2, HIDDEN),
-              "V": jnp.full((1, HIDDEN), 0.3, jnp.float32)}
+    # short timeouts: a peer that died must not keep this process waiting for minutes
+    jax.distributed.initialize(
+        f"localhost:{port}", num_processes=2, process_id=process_id,
+        initialization_timeout=60, heartbeat_timeout_seconds=30, shutdown_timeout_seconds=30,
+    )
+    """
+    )
+    + MODEL
+    + textwrap.dedent(
+        """
+    loss_fn = lstm_loss
     # every process computes the same global batch: data is a pure function of the step
-    data = lambda step: tasks.adding_problem(key, step, batch=8, length=5)
-    adam = optax.adam(0.05)
     mesh = sharding.data_mesh()  # all 4 devices of both processes
     first = train.fit(loss_fn, params, adam, data, 3, mesh=mesh, batch_axis=(1, 0),
                       checkpoint=path, progress=False)
@@ -142,46 +151,77 @@ TWO_PROCESSES = textwrap.dedent(
                                      progress=False).history.losses.tolist()
     print(json.dumps(report))
     """
+    )
 )
 
 
-def _free_port():
-    import socket
-
+def _free_port() -> int:
     with socket.socket() as probe:
-        probe.bind(("localhost", 0))
+        probe.bind(("", 0))
         return probe.getsockname()[1]
+
+
+def _run_two_workers(script, run_dir, env, timeout=240.0):
+    """Run ``script RANK PORT CHECKPOINT`` as ranks 0 and 1; ``[(returncode, out, err)]``.
+
+    Output goes to files (a full pipe would stall a worker). When one worker fails, the other
+    is ended at once (it would wait for its peer until jax's timeouts); on ``timeout`` both
+    are; either way both are reaped. If the coordinator could not bind the port (another
+    process took it after the probe), the pair runs again on a new port.
+    """
+    for attempt in range(3):
+        port, directory = str(_free_port()), run_dir / f"attempt{attempt}"
+        directory.mkdir()
+        logs = [(directory / f"out{rank}", directory / f"err{rank}") for rank in (0, 1)]
+        workers = []
+        try:
+            for rank, (out, err) in enumerate(logs):
+                with open(out, "w") as out_file, open(err, "w") as err_file:
+                    command = [sys.executable, str(script), str(rank), port]
+                    command.append(str(directory / "run.npz"))
+                    workers.append(
+                        subprocess.Popen(command, env=env, stdout=out_file, stderr=err_file)
+                    )
+            deadline = time.monotonic() + timeout
+            while None in (codes := [worker.poll() for worker in workers]):
+                if any(codes):  # one failed: stop the other
+                    break
+                if time.monotonic() > deadline:
+                    pytest.fail(f"the two workers did not finish within {timeout} s")
+                time.sleep(0.1)
+        finally:
+            for worker in workers:
+                if worker.poll() is None:
+                    worker.kill()
+            for worker in workers:
+                worker.wait()
+        results = [
+            (worker.returncode, out.read_text(), err.read_text())
+            for worker, (out, err) in zip(workers, logs, strict=True)
+        ]
+        if results[0][0] != 0 and "Failed to add port" in results[0][2]:
+            continue  # the port was taken between the probe and the coordinator's bind
+        return results, directory
+    pytest.fail("no free port for the coordinator in 3 attempts")
 
 
 def test_two_processes_joined_by_jax_distributed_train_like_one_device(tmp_path):
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
     env.pop("JAX_ENABLE_X64", None)
-    script, path, port = tmp_path / "worker.py", tmp_path / "run.npz", str(_free_port())
+    script = tmp_path / "worker.py"
     script.write_text(TWO_PROCESSES)
-    workers = [
-        subprocess.Popen(
-            [sys.executable, str(script), str(rank), port, str(path)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for rank in (0, 1)
-    ]
-    try:
-        outputs = [worker.communicate(timeout=600) for worker in workers]
-    finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.kill()
-    for worker, (_, err) in zip(workers, outputs, strict=True):
-        assert worker.returncode == 0, err[-3000:]
-    reports = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
+    results, directory = _run_two_workers(script, tmp_path, env)
+    for rank, (code, _, err) in enumerate(results):
+        assert code == 0, f"worker {rank} exited with {code}:\n{err[-3000:]}"
+    reports = [json.loads(out.strip().splitlines()[-1]) for _, out, _ in results]
     assert [(r["devices"], r["local"]) for r in reports] == [(4, 2), (4, 2)]
     assert reports[0]["losses"] == reports[1]["losses"]  # one computation, seen by both
     assert reports[0]["losses_local_data"] == reports[0]["losses"]  # same global batches
     np.testing.assert_allclose(reports[0]["losses"], reports[0]["single"], rtol=1e-5, atol=1e-7)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.npz", "worker.py"]  # no temps
+    # one checkpoint, no temporary files left beside it
+    assert sorted(p.name for p in directory.iterdir() if not p.name.startswith(("out", "err"))) == [
+        "run.npz"
+    ]
 
 
 def _loss(params, batch):
