@@ -234,8 +234,17 @@ def test_fixed_point_overflow_is_reported_with_its_step():
     with pytest.raises(reversible.FixedPointOverflowError, match="at step 12;"):
         reversible.check(end)
     # A momentum slowly pushing theta out of range is caught where it leaves, too.
+    # theta must stay within ±2^(62-F), v within ±2^(61-F): find by hand the step that
+    # first leaves (the largest parameter starts at 2.0), with float64 momentum.
     drift = lambda p, k: jax.tree.map(lambda x: jnp.full_like(x, -1.0), p)
-    with pytest.raises(reversible.FixedPointOverflowError, match="at step 1[0-9];"):
+    theta, v, beta = 2.0, 0.0, round(0.99 * 2**16) / 2**16
+    expected = None
+    for step in range(20):
+        v = beta * v + 5000.0
+        theta += v
+        if expected is None and (theta >= 2.0 ** (62 - 44) or v >= 2.0 ** (61 - 44)):
+            expected = step
+    with pytest.raises(reversible.FixedPointOverflowError, match=f"at step {expected};"):
         reversible.forward(state, drift, np.full(20, 5000.0), np.full(20, 0.99))
 
 

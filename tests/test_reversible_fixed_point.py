@@ -158,3 +158,11 @@ def test_fingerprint_changes_with_any_entry_its_position_and_the_step():
                 assert int(fp.fingerprint(base._replace(**{part: changed}), 5)) != ref
     swapped = fp.Word(base.hi[::-1], base.lo[::-1])  # rows trade places
     assert int(fp.fingerprint(swapped, 5)) != ref
+
+
+@pytest.mark.parametrize("bits", [32, 44, 61, 62, 63])
+def test_fits_is_the_signed_range_check(bits):
+    values = random_ints(9, 300) + [2**bits - 1, 2**bits, -(2**bits), -(2**bits) - 1]
+    values = [v for v in values if -(2**63) <= v < 2**63]
+    got = np.asarray(fp.fits(words(values), bits))
+    assert list(got) == [-(2**bits) <= v < 2**bits for v in values]

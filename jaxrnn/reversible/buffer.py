@@ -56,15 +56,17 @@ def numerator(beta: float) -> int:
 def mul_ratio(v: fp.Word, word: fp.Word, n):
     """(v', word', overflow): v' = v · n / 2^16 exactly, the lost digits kept in ``word``.
 
-    ``overflow`` is True where the new word would not fit 64 bits (cannot happen when the
-    spill schedule was followed; it is checked anyway).
+    ``overflow`` is True where the new word would not fit 64 bits, i.e. where the top limb
+    of the word is >= n (cannot happen when the spill schedule was followed; then the top
+    quotient limb is 0 and its division is skipped).
     """
     r1 = v.lo & fp.MASK16
     q = fp.shift_right_16(v)
-    digits = fp.limbs(word) + [r1]
-    quotient, r2 = fp.long_divmod(digits, n)
+    top, *digits = fp.limbs(word)
+    n = jnp.asarray(n, jnp.uint32)
+    quotient, r2 = fp.long_divmod(digits + [r1], n, rem=top)
     v_new = fp.add(fp.mul_small(q, n), fp.Word(jnp.zeros_like(r2), r2))
-    return v_new, fp.from_limbs(quotient[1:]), quotient[0] != 0
+    return v_new, fp.from_limbs(quotient), top >= n
 
 
 def unmul_ratio(v_new: fp.Word, word: fp.Word, n):

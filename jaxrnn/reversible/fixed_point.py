@@ -87,22 +87,28 @@ def sub_overflows(a: Word, b: Word, diff: Word):
     return (sa != sb) & (sd != sa)
 
 
+def fits(a: Word, bits: int):
+    """True where the signed word lies in [-2^bits, 2^bits), for 32 <= bits <= 63."""
+    top = lax.bitcast_convert_type(a.hi, jnp.int32) >> (bits - 32)
+    return (top == 0) | (top == -1)
+
+
 def where(cond, a: Word, b: Word) -> Word:
     return Word(jnp.where(cond, a.hi, b.hi), jnp.where(cond, a.lo, b.lo))
 
 
-def from_float(x, frac_bits: int):
+def from_float(x, frac_bits: int, limit_bits: int = 63):
     """Round ``x · 2^frac_bits`` to the nearest integer word (half to even).
 
     Returns ``(word, overflow)``: ``overflow`` is True where x is not finite or |x| · 2^F >=
-    2^63; there the word is 0 (never a silent wrap-around; the caller reports the step).
+    2^limit_bits; there the word is 0 (never a silent wrap-around; the caller reports it).
     The magnitude m is split exactly: hi = floor(m / 2^32) and lo = m - hi · 2^32 are both
     exact in the float dtype of x (scaling by powers of two and keeping a subset of m's bits).
     """
     x = jnp.asarray(x)
     scaled = jnp.round(x * jnp.asarray(2.0**frac_bits, x.dtype))
     magnitude = jnp.abs(scaled)
-    overflow = ~jnp.isfinite(scaled) | (magnitude >= jnp.asarray(2.0**63, x.dtype))
+    overflow = ~jnp.isfinite(scaled) | (magnitude >= jnp.asarray(2.0**limit_bits, x.dtype))
     magnitude = jnp.where(overflow, jnp.zeros_like(magnitude), magnitude)
     hi = jnp.floor(magnitude * jnp.asarray(2.0**-32, x.dtype))
     lo = magnitude - hi * jnp.asarray(2.0**32, x.dtype)
@@ -162,15 +168,16 @@ def divmod_small(cur, n, inv_n):
     return jnp.where(high, q + U32(1), q), jnp.where(high, r - n, r)
 
 
-def long_divmod(digits: list, n):
+def long_divmod(digits: list, n, rem=None):
     """Divide an unsigned number given as 16-bit limbs (most significant first) by n < 2^16.
 
     Returns ``(quotient_limbs, remainder)``: schoolbook long division, one limb at a time,
-    each partial dividend rem · 2^16 + limb < n · 2^16 fitting a ``uint32``.
+    each partial dividend rem · 2^16 + limb < n · 2^16 fitting a ``uint32``. ``rem`` (< n,
+    default 0) is a leading limb known to give a zero quotient limb, which saves its division.
     """
     n = jnp.asarray(n, U32)
     inv_n = (1.0 / n.astype(jnp.float32)) * jnp.float32(1.0 - 2.0**-20)
-    rem = jnp.zeros_like(digits[0])
+    rem = jnp.zeros_like(digits[0]) if rem is None else rem
     quotient = []
     for limb in digits:
         q, rem = divmod_small((rem << 16) | limb, n, inv_n)

@@ -126,7 +126,7 @@ def reversible_momentum(
             slot_arr[jnp.minimum(k, max_steps - 1)],
         )
         parts = [treedef.flatten_up_to(x) for x in state[:5]]
-        out, delta, overflow = [[], [], [], []], [], k >= max_steps
+        out, delta, overflow, bad_input = [[], [], [], []], [], k >= max_steps, False
         checksum = state.checksum
         for theta, vel, word, slots, like, g in zip(*parts, grads, strict=True):
             dt = like.dtype
@@ -136,10 +136,12 @@ def reversible_momentum(
             )  # fmt: skip
             for lst, item in zip(out, new[:4], strict=True):
                 lst.append(item)
-            overflow = overflow | new[5]
+            overflow = overflow | new[6]
+            bad_input = bad_input | new[5]
             checksum = checksum + fp.fingerprint(new[4], k)
             delta.append(fp.to_float(new[0], frac_bits, dt) - fp.to_float(theta, frac_bits, dt))
-        bad = jnp.where((state.bad_step < 0) & overflow, k, state.bad_step)
+        bad = jnp.where((state.bad_step < 0) & bad_input, k - 1, state.bad_step)
+        bad = jnp.where((bad < 0) & overflow, k, bad)
         new_state = state._replace(
             theta=treedef.unflatten(out[0]),
             velocity=treedef.unflatten(out[1]),
@@ -209,6 +211,9 @@ def undo(opt: ReversibleMomentum, state: ReversibleMomentumState, grad_fn):
 def check(state: ReversibleMomentumState) -> ReversibleMomentumState:
     """Raise if the optimizer state records an overflow or an undo mismatch; else return it."""
     bad, mismatch = int(state.bad_step), int(state.mismatch_step)
+    words = [jax.tree_util.tree_leaves(x, is_leaf=_is_word) for x in (state.theta, state.velocity)]
+    if bad < 0 and any(bool(sgd.out_of_range(t, v)) for t, v in zip(*words, strict=True)):
+        bad = int(state.step) - 1  # produced by the last update
     if bad >= 0:
         raise sgd.FixedPointOverflowError(
             f"reversible_momentum: a value left the fixed-point range, a gradient was not "

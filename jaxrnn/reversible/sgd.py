@@ -111,11 +111,12 @@ def init(params, *, frac_bits: int = DEFAULT_FRAC_BITS) -> State:
 
     Args:
       params: any pytree of float32/float64 arrays.
-      frac_bits: F, the number of fractional bits: values are multiples of 2^-F within
-        ±2^(63-F). The exact multiplication by beta = n / 2^16 perturbs v by less than
-        n · 2^-F (the digits it takes back from the buffer), so F trades range for
-        precision; the default F = 44 gives range ±524288, resolution 5.7e-14 and a
-        perturbation below 3.7e-9 per step.
+      frac_bits: F, the number of fractional bits: values are multiples of 2^-F; theta
+        must stay within ±2^(62-F), v and alpha·grad within ±2^(61-F) (guard ranges that
+        rule out any wrap-around). The exact multiplication by beta = n / 2^16 perturbs v
+        by less than n · 2^-F (the digits it takes back from the buffer), so F trades
+        range for precision; the default F = 44 gives theta within ±262144, resolution
+        5.7e-14 and a perturbation below 3.7e-9 per step.
     Returns:
       the :class:`State`; ``params(init(p))`` is p rounded to the grid.
     """
@@ -137,10 +138,10 @@ def init(params, *, frac_bits: int = DEFAULT_FRAC_BITS) -> State:
         dtypes.append(jnp.dtype(dtype))
     theta, bad = [], jnp.zeros((), bool)
     for i, leaf in enumerate(leaves):
-        word, overflow = fp.from_float(leaf, int(frac_bits))
+        word, overflow = fp.from_float(leaf, int(frac_bits), THETA_BITS)
         if is_concrete(overflow) and bool(overflow.any()):
             raise FixedPointOverflowError(
-                f"params leaf {i}: values outside the fixed-point range ±2^{63 - frac_bits} "
+                f"params leaf {i}: values outside the fixed-point range ±2^{62 - frac_bits} "
                 f"(frac_bits = {frac_bits}) or not finite"
             )
         theta.append(word)
@@ -205,7 +206,8 @@ def check(state: State) -> State:
     bad = int(state.bad_step)
     if bad >= 0:
         raise FixedPointOverflowError(
-            f"a value left the fixed-point range ±2^{63 - state.frac_bits} (frac_bits = "
+            f"a value left the fixed-point range (theta within ±2^{62 - state.frac_bits}, "
+            f"v and alpha·grad within ±2^{61 - state.frac_bits}; frac_bits = "
             f"{state.frac_bits}) or a gradient was not finite at step {bad}; use smaller "
             "step sizes or fewer fractional bits"
         )
@@ -296,20 +298,31 @@ def represented_betas(betas):
 # ------------------------------------------------------------------------- one leaf, one step
 
 
+THETA_BITS, VELOCITY_BITS = 62, 61  # guard ranges (integer bits of the 64-bit words)
+
+
 def forward_leaf(theta, vel, word, slots, alpha_g, n, flag, slot, frac_bits):
-    """One exact forward step of one leaf; returns the new words, the rounded step and overflow."""
+    """One exact forward step of one leaf.
+
+    Returns ``(theta, v, word, slots, step_word, bad_input, bad_step)``. Overflow is ruled
+    out by guard ranges checked on the *inputs* (cheap: no second pass over the buffer
+    arithmetic): with |theta| < 2^62, |v| < 2^61 and |alpha g| < 2^61 (in units of 2^-F)
+    no sum can wrap. ``bad_input`` (theta or v outside its guard range: produced by the
+    previous step) and ``bad_step`` (alpha g outside its range or not finite) are scalars.
+    """
+    bad_input = ~fp.fits(theta, THETA_BITS) | ~fp.fits(vel, VELOCITY_BITS)
     word, slots = buffer.spill(word, slots, flag, slot)
-    vel, word, overflow = buffer.mul_ratio(vel, word, n)
-    step_word, bad_float = fp.from_float(alpha_g, frac_bits)
+    vel, word, word_overflow = buffer.mul_ratio(vel, word, n)
+    step_word, bad_float = fp.from_float(alpha_g, frac_bits, VELOCITY_BITS)
     new_vel = fp.sub(vel, step_word)
     new_theta = fp.add(theta, new_vel)
-    overflow = (
-        overflow
-        | bad_float
-        | fp.sub_overflows(vel, step_word, new_vel)
-        | fp.add_overflows(theta, new_vel, new_theta)
-    )
-    return new_theta, new_vel, word, slots, step_word, jnp.any(overflow)
+    bad_step = jnp.any(bad_float | word_overflow)
+    return new_theta, new_vel, word, slots, step_word, jnp.any(bad_input), bad_step
+
+
+def out_of_range(theta, vel):
+    """True if any theta or v word is outside its guard range (a scalar)."""
+    return jnp.any(~fp.fits(theta, THETA_BITS) | ~fp.fits(vel, VELOCITY_BITS))
 
 
 def undo_position(theta, vel):
@@ -363,28 +376,24 @@ def _forward_scan(grad_fn, treedef, dtypes, frac_bits, words, xs, extra):
         p_tree = jax.tree_util.tree_unflatten(treedef, floats)
         grads = checked_grads(grad_fn, p_tree, x["k"], extra, treedef, shapes)
         out = [[], [], [], []]
-        any_overflow = jnp.zeros((), bool)
+        bad_input, bad_step = jnp.zeros((), bool), jnp.zeros((), bool)
         for i, dt in enumerate(dtypes):
-            t, v, w, s, step_word, overflow = forward_leaf(
-                theta[i],
-                vel[i],
-                word[i],
-                slots[i],
-                alpha_times(x["alpha"][i], grads[i], dt),
-                x["n"][i],
-                x["spill"][i],
-                x["slot"][i],
-                frac_bits,
-            )
+            t, v, w, s, step_word, bad_in, bad_now = forward_leaf(
+                theta[i], vel[i], word[i], slots[i], alpha_times(x["alpha"][i], grads[i], dt),
+                x["n"][i], x["spill"][i], x["slot"][i], frac_bits,
+            )  # fmt: skip
             for lst, item in zip(out, (t, v, w, s), strict=True):
                 lst.append(item)
-            any_overflow = any_overflow | overflow
+            bad_input, bad_step = bad_input | bad_in, bad_step | bad_now
             checksum = checksum + fp.fingerprint(step_word, x["k"])
-        bad = jnp.where((bad < 0) & any_overflow, x["k"], bad)
+        bad = jnp.where((bad < 0) & bad_input, x["k"] - 1, bad)
+        bad = jnp.where((bad < 0) & bad_step, x["k"], bad)
         return (*out, bad, checksum), None
 
     init = (*words, jnp.asarray(-1, jnp.int32), jnp.asarray(0, jnp.uint32))
     (theta, vel, word, slots, bad, checksum), _ = jax.lax.scan(body, init, xs)
+    last_bad = jnp.any(jnp.stack([out_of_range(t, v) for t, v in zip(theta, vel, strict=True)]))
+    bad = jnp.where((bad < 0) & last_bad, xs["k"][-1], bad)
     return (theta, vel, word, slots), bad, checksum
 
 
