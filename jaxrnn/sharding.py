@@ -30,7 +30,16 @@ AXIS = "batch"
 
 
 def data_mesh(devices=None, *, axis_name: str = AXIS) -> Mesh:
-    """A 1-D mesh named ``axis_name`` over ``devices`` (default: all of ``jax.devices()``)."""
+    """A 1-D mesh named ``axis_name`` over ``devices`` (default: all of ``jax.devices()``).
+
+    Args:
+      devices: the devices, in mesh order (default ``jax.devices()``, which spans every
+        process after ``jax.distributed.initialize``).
+      axis_name: the name of the mesh axis the batch is split along.
+
+    Returns:
+      a ``jax.sharding.Mesh`` of shape ``(len(devices),)``.
+    """
     devices = jax.devices() if devices is None else list(devices)
     if not devices:
         raise ValueError("devices: expected at least one device, got none")
@@ -55,7 +64,15 @@ def replicated(mesh) -> NamedSharding:
 
 
 def replicate(tree, mesh):
-    """Copy every leaf of ``tree`` (params, optimizer state) to every device of ``mesh``."""
+    """Copy every leaf of ``tree`` (params, optimizer state) to every device of ``mesh``.
+
+    Args:
+      tree: a pytree of arrays, the same in every process.
+      mesh: a 1-D mesh, e.g. from :func:`data_mesh`.
+
+    Returns:
+      ``tree`` with each leaf a ``jax.Array`` of the same shape, fully replicated on ``mesh``.
+    """
     return jax.device_put(tree, replicated(mesh))
 
 

@@ -63,6 +63,7 @@ def adding_problem(key, step, *, batch: int, length: int, dtype=jnp.float32):
     Args:
       key: a PRNG key; step: the step index (the batch is drawn from ``fold_in(key, step)``).
       batch: B, sequences per batch. length: T >= 2.
+      dtype: the floating dtype of xs and ys (default float32).
 
     Returns:
       ``(xs, ys)``: xs of shape (T, B, 2), ys of shape (B, 1).
@@ -139,6 +140,7 @@ def binary_addition(key, step, *, batch: int, n_bits: int, dtype=jnp.float32):
     Args:
       key: a PRNG key; step: the step index.
       batch: B. n_bits: n, bits per operand (1..30).
+      dtype: the floating dtype of xs and ys (default float32).
 
     Returns:
       ``(xs, ys)``: xs of shape (n + 1, B, 2) and ys of shape (n + 1, B, 1), with 0/1 values.

@@ -70,6 +70,11 @@ def make_step(loss_fn, optimizer):
     Args:
       loss_fn: ``loss_fn(params, batch) -> scalar``.
       optimizer: an ``optax.GradientTransformation``.
+
+    Returns:
+      ``train_step(params, opt_state, batch) -> (params, opt_state, loss)``: the updated
+      params and optimizer state (same trees, shapes and dtypes as given) and the scalar loss
+      of ``params`` on ``batch`` (before the update).
     """
     import optax
 
@@ -280,6 +285,8 @@ def fit(
         isinstance(refresh_seconds, (int, float)) and refresh_seconds > 0
     ):
         raise ValueError(f"refresh_seconds: expected a positive number, got {refresh_seconds!r}")
+    if process_local_data and mesh is None:
+        raise ValueError("process_local_data: given without a mesh to assemble the batch on")
     get_batch = data if callable(data) else (lambda step: data)
     if opt_state is None:
         opt_state = optimizer.init(params)
