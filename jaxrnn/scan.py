@@ -50,7 +50,9 @@ def _check_lengths(lengths, xs, n_steps: int):
 
 def _check_carry_type(cell, params, carry, xs):
     """The cell must return a carry of the same structure, shapes and dtypes it was given."""
-    x0 = jax.tree_util.tree_map(lambda leaf: leaf[0], xs)
+    x0 = jax.tree_util.tree_map(
+        lambda leaf: jax.ShapeDtypeStruct(shape_of(leaf)[1:], dtype_of(leaf)), xs
+    )  # one step's input, without indexing (T may be 0)
     out = jax.eval_shape(cell, params, carry, x0)
     if not (isinstance(out, tuple) and len(out) == 2):
         raise ValueError(

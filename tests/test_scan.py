@@ -137,6 +137,15 @@ def test_gradient_through_lengths_ignores_padding():
     assert float(jnp.abs(g[:3, 1]).min()) > 0.0
 
 
+@pytest.mark.parametrize("lengths", [None, jnp.zeros(2, jnp.int32)])
+def test_zero_steps_return_the_initial_carry(lengths):
+    # as lax.scan does for T = 0 (an IndexError before)
+    params, xs, h0 = elman_setup(0, 2)
+    h, ys = jaxrnn.scan(elman.apply, params, h0, xs, lengths=lengths)
+    np.testing.assert_array_equal(h, h0)
+    assert ys.shape == (0, 2, H)
+
+
 def test_scan_under_jit_with_traced_lengths():
     params, xs, h0 = elman_setup(5, 2)
     run = jax.jit(lambda lengths: jaxrnn.scan(elman.apply, params, h0, xs, lengths=lengths))

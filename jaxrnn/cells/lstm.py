@@ -58,7 +58,11 @@ def gates(params: dict, h_prev, x):
 
 
 def check(params: dict, carry, x) -> None:
-    """Validate params, carry and input of the vector LSTM (raises ``ValueError``)."""
+    """Validate params, carry and input of the vector LSTM (raises ``ValueError``).
+
+    Checks the entries and shapes of params, that the carry is a pair and the last axes
+    (H for c and h, D for x); not the batch axes, so ``x`` may also be a sequence (T, *batch, D).
+    """
     hidden, in_dim = check_matrix(params, "W_i")
     check_params(params, param_shapes(in_dim, hidden))
     if not (isinstance(carry, tuple) and len(carry) == 2):
@@ -66,7 +70,6 @@ def check(params: dict, carry, x) -> None:
     check_last_dim(carry[0], hidden, name="carry[0] (c)")
     check_last_dim(carry[1], hidden, name="carry[1] (h)")
     check_last_dim(x, in_dim, name="x")
-    check_batches_broadcast({"carry[0] (c)": carry[0], "carry[1] (h)": carry[1], "x": x})
 
 
 def apply(params: dict, carry, x):
@@ -81,6 +84,7 @@ def apply(params: dict, carry, x):
       ``((c_t, h_t), h_t)``, each of shape (*batch, H).
     """
     check(params, carry, x)
+    check_batches_broadcast({"carry[0] (c)": carry[0], "carry[1] (h)": carry[1], "x": x})
     c_prev, h_prev, x = jnp.asarray(carry[0]), jnp.asarray(carry[1]), jnp.asarray(x)
     i, f, o, g = gates(params, h_prev, x)
     c = f * c_prev + i * g
