@@ -208,13 +208,25 @@ def _restore(path, params, opt_state, steps):
     like = {"params": params, "opt_state": opt_state, "losses": losses}
     tree, step, meta = ckpt.restore(path, like)
     history = meta if isinstance(meta, dict) else {}
+    eval_steps, evals = history.get("eval_steps", []), history.get("evals", [])
+    if not (
+        isinstance(eval_steps, list)
+        and isinstance(evals, list)
+        and len(eval_steps) == len(evals)
+        and all(isinstance(k, int) and not isinstance(k, bool) for k in eval_steps)
+    ):
+        raise ValueError(
+            f"checkpoint {os.fspath(path)!r}: expected metadata with lists eval_steps "
+            f"(integers) and evals of the same length, got {type(eval_steps).__name__} "
+            f"and {type(evals).__name__}"
+        )
     return (
         tree["params"],
         tree["opt_state"],
         step,
         list(np.asarray(tree["losses"])),
-        list(history.get("eval_steps", [])),
-        list(history.get("evals", [])),
+        list(eval_steps),
+        list(evals),
     )
 
 

@@ -315,23 +315,44 @@ def test_train_command_runs_the_copy_task(capsys):
     assert "copy: 2 steps" in out and "L log K / T = 0.439" in out  # 2 log 3 / (2*2 + 1)
 
 
-def test_a_checkpoint_claiming_a_huge_history_is_refused_without_allocating(tmp_path):
+def _edit_manifest(path, change):
     import json
     import zipfile
 
-    path = tmp_path / "run.npz"
-    args = (_regression_loss, {"w": jnp.zeros(3)}, optax.sgd(0.05), _regression_batch)
-    train.fit(*args, 2, checkpoint=path, progress=False)
     with zipfile.ZipFile(path) as archive:
         members = {name: archive.read(name) for name in archive.namelist()}
     manifest = json.loads(members["manifest.json"])
-    manifest["step"] = 2**40  # and a history of 2**40 losses: 4 TiB if it were allocated
-    for leaf in manifest["leaves"]:
-        if leaf["path"] == "['losses']":
-            leaf["shape"] = leaf["stored_shape"] = [2**40]
+    change(manifest)
     members["manifest.json"] = json.dumps(manifest).encode()
     with zipfile.ZipFile(path, "w") as archive:
         for name, data in members.items():
             archive.writestr(name, data)
+
+
+def test_a_checkpoint_claiming_a_huge_history_is_refused_without_allocating(tmp_path):
+    path = tmp_path / "run.npz"
+    args = (_regression_loss, {"w": jnp.zeros(3)}, optax.sgd(0.05), _regression_batch)
+    train.fit(*args, 2, checkpoint=path, progress=False)
+
+    def huge(manifest):
+        manifest["step"] = 2**40  # and a history of 2**40 losses: 4 TiB if it were allocated
+        for leaf in manifest["leaves"]:
+            if leaf["path"] == "['losses']":
+                leaf["shape"] = leaf["stored_shape"] = [2**40]
+
+    _edit_manifest(path, huge)
     with pytest.raises(ValueError, match=r"\['losses'\] is unreadable.*stored as"):
         train.fit(*args, 2**41, checkpoint=path, progress=False)
+
+
+def test_a_checkpoint_with_a_malformed_history_raises(tmp_path):
+    path = tmp_path / "run.npz"
+    args = (_regression_loss, {"w": jnp.zeros(3)}, optax.sgd(0.05), _regression_batch)
+    train.fit(*args, 2, checkpoint=path, progress=False)
+
+    def malformed(manifest):
+        manifest["metadata"]["eval_steps"] = "12"
+
+    _edit_manifest(path, malformed)
+    with pytest.raises(ValueError, match="expected metadata with lists eval_steps.*got str"):
+        train.fit(*args, 4, checkpoint=path, progress=False)
