@@ -106,6 +106,19 @@ def check_batches_broadcast(arrays: Mapping[str, object]):
         ) from None
 
 
+def check_key(key, *, name: str = "key"):
+    """A typed key (shape ()) or a raw uint32 key (shape (2,)), as ``jax.random`` makes."""
+    shape, dtype = getattr(key, "shape", None), getattr(key, "dtype", None)
+    shape = tuple(shape) if shape is not None else None
+    typed = dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key) and shape == ()
+    raw = dtype == jnp.uint32 and shape == (2,)
+    if not (typed or raw):
+        raise ValueError(
+            f"{name}: expected one jax.random key (jax.random.key(0) or PRNGKey(0)), got "
+            f"{type(key).__name__} of shape {shape} and dtype {dtype}"
+        )
+
+
 def check_positive_int(value, *, name: str):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name}: expected a positive integer, got {value!r}")

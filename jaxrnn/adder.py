@@ -23,6 +23,7 @@ import numpy as np
 import optax
 
 from jaxrnn._checks import (
+    check_key,
     check_last_dim,
     check_params,
     check_positive_int,
@@ -330,21 +331,6 @@ class Training:
         return self.verification.ok
 
 
-def _check_key(key):
-    """A typed key (shape ()) or a raw uint32 key (shape (2,)), as ``jax.random`` makes."""
-    try:
-        shape, dtype = shape_of(key), dtype_of(key)
-    except TypeError:
-        shape, dtype = None, None
-    typed = dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key) and shape == ()
-    raw = dtype == jnp.uint32 and shape == (2,)
-    if not (typed or raw):
-        raise ValueError(
-            f"key: expected a jax.random key (jax.random.key(0) or PRNGKey(0)), got "
-            f"{type(key).__name__} of shape {shape} and dtype {dtype}"
-        )
-
-
 def _check_positive_number(value, *, name: str):
     if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or value <= 0:
         raise ValueError(f"{name}: expected a positive number, got {value!r}")
@@ -388,7 +374,7 @@ def train(
     Returns:
       :class:`Training` with ``params``, ``losses`` (steps,) and ``verification``.
     """
-    _check_key(key)
+    check_key(key)
     _check_n_bits(n_bits, limit=MAX_ADD_BITS)
     check_positive_int(hidden, name="hidden")
     check_positive_int(steps, name="steps")

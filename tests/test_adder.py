@@ -178,7 +178,7 @@ def test_documented_key_learns_a_correct_adder():
 
 
 def test_bad_key_for_train_is_rejected_before_compiling():
-    with pytest.raises(ValueError, match="key: expected a jax.random key"):
+    with pytest.raises(ValueError, match="key: expected one jax.random key"):
         adder.train(3)
 
 

@@ -241,6 +241,10 @@ def test_lstm_forget_bias_and_init_shapes():
         (lambda: elman.init(KEY, 0, 3), "in_dim: expected a positive integer, got 0"),
         (lambda: elman.init(KEY, 2, 2.5), "hidden: expected a positive integer"),
         (lambda: lstm_scalar.init(KEY, 2, 1), "in_dim, hidden"),
+        (lambda: lstm_scalar.init(KEY, scale=-1.0), "scale: expected a positive number"),
+        (lambda: elman.init(0, 2, 3), "key: expected one jax.random key .* got int"),
+        (lambda: gru.init(jax.random.split(KEY, 3), 2, 3), r"key: .* of shape \(3, 2\)"),
+        (lambda: lstm_scalar.init("seed"), "key: expected one jax.random key"),
         (lambda: elman.init_carry((2, -1), 3), "batch_shape: expected non-negative"),
         (lambda: elman.init_carry("ab", 3), "batch_shape: expected an int or a tuple"),
         (

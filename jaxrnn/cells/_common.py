@@ -7,7 +7,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._checks import batch_shape_tuple, check_positive_int
+from jaxrnn._checks import batch_shape_tuple, check_key, check_positive_int
 
 ACTIVATIONS = {"tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid}
 
@@ -25,6 +25,7 @@ def resolve_activation(activation, *, name: str = "activation"):
 
 def uniform_weights(key, names_shapes, hidden: int, dtype):
     """Draw each named weight from U(-1/sqrt(hidden), 1/sqrt(hidden)), as PyTorch does."""
+    check_key(key)
     bound = 1.0 / math.sqrt(hidden)
     keys = jax.random.split(key, len(names_shapes))
     return {

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from jaxrnn._checks import batch_shape_tuple, check_params, dtype_of, is_real, shape_of
+from jaxrnn._checks import batch_shape_tuple, check_key, check_params, dtype_of, is_real, shape_of
 
 WEIGHTS = ("w_ix", "w_ih", "w_fx", "w_fh", "w_ox", "w_oh", "w_gx", "w_gh")
 
@@ -24,6 +25,9 @@ def init(key, in_dim: int = 1, hidden: int = 1, *, scale: float = 1.0, dtype=jnp
         raise ValueError(
             f"in_dim, hidden: the univariate LSTM has in_dim = hidden = 1, got {in_dim}, {hidden}"
         )
+    check_key(key)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float, np.number)) or scale <= 0:
+        raise ValueError(f"scale: expected a positive number, got {scale!r}")
     values = jax.random.uniform(key, (len(WEIGHTS),), dtype, -scale, scale)
     return {name: values[k] for k, name in enumerate(WEIGHTS)}
 
