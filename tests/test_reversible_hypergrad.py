@@ -108,3 +108,14 @@ def test_hypergradient_in_float32_without_hyperparameters():
     assert hg.hyper is None and hg.alphas.dtype == jnp.float32
     ref = jax.grad(unrolled)(alphas.astype(jnp.float64), jnp.asarray(betas), P0, {"l2": 0.0})
     assert rel_err(hg.alphas, ref) <= 1e-3  # float32 gradients, float32 adjoints
+
+
+def test_sweep_memory_reports_the_buffer_and_the_compiled_sweep():
+    alphas, betas = jnp.full(T, 0.05), np.full(T, 0.5)
+    mem = reversible.sweep_memory(train_loss, val_loss, P0, alphas, betas, LAM)
+    end = reversible.forward(
+        reversible.init(P0), lambda p, k: jax.grad(train_loss)(p, LAM, k), alphas, betas
+    )
+    # 21 parameters, 40 bits destroyed each: no spill yet, one 64-bit word per parameter
+    assert mem["buffer_bytes"] == reversible.stored_bits(end) // 8 == 21 * 64 // 8
+    assert mem["temp_bytes"] > 0 and mem["argument_bytes"] >= mem["buffer_bytes"]
