@@ -43,6 +43,7 @@ import json
 import os
 import tempfile
 import zipfile
+import zlib
 
 import jax
 import numpy as np
@@ -52,6 +53,17 @@ VERSION = 1
 MANIFEST = "manifest.json"
 MAX_MANIFEST_BYTES = 64 * 2**20
 _MAX_NPY_HEADER = 2**16 + 16  # magic, version, length field and the longest v1 header
+# What zipfile raises on damaged or hostile archives (bad headers, unknown compression or
+# zip versions, encryption, broken deflate streams): all become "truncated or corrupted".
+_DAMAGED = (
+    zipfile.BadZipFile,
+    OSError,
+    EOFError,
+    ValueError,
+    NotImplementedError,
+    RuntimeError,
+    zlib.error,
+)
 
 
 def _member(index: int) -> str:
@@ -179,7 +191,7 @@ def _open_archive(path):
         raise ValueError(f"path: no checkpoint file at {path!r}")
     try:
         return zipfile.ZipFile(path, "r")
-    except (zipfile.BadZipFile, OSError) as error:
+    except _DAMAGED as error:
         raise ValueError(
             f"checkpoint {path!r} is truncated or not a checkpoint (not a complete zip "
             f"archive: {error})"
@@ -205,7 +217,7 @@ def _manifest_of(archive, path) -> dict:
         )
     try:
         manifest = json.loads(archive.read(MANIFEST))
-    except (zipfile.BadZipFile, ValueError, OSError, RecursionError) as error:
+    except _DAMAGED as error:  # RecursionError (deep JSON) is a RuntimeError
         raise ValueError(f"checkpoint {path!r}: unreadable {MANIFEST} ({error})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ValueError(f"checkpoint {path!r}: not a {FORMAT} manifest")
@@ -389,7 +401,7 @@ def restore(path, like):
                     raise ValueError(f"{size} bytes, more than the {limit} its array needs")
                 with archive.open(_member(index)) as member:
                     arrays.append(_read_npy(member.read(), dtype, shape))
-            except (KeyError, zipfile.BadZipFile, ValueError, OSError, EOFError) as error:
+            except (KeyError, *_DAMAGED) as error:
                 raise ValueError(
                     f"checkpoint {path!r}: leaf {entry['path']} is unreadable, the file is "
                     f"truncated or corrupted ({error})"

@@ -388,3 +388,35 @@ def test_restores_into_an_abstract_template(tmp_path):
     assert step == 4 and metadata is None
     assert np.array_equal(restored["w"], tree["w"]) and restored["n"] == 2
     assert np.array_equal(jax.random.key_data(restored["key"]), jax.random.key_data(tree["key"]))
+
+
+def test_damaged_files_only_ever_raise_value_errors(tmp_path):
+    import random
+
+    path = tmp_path / "c.npz"
+    tree = {"w": np.arange(6.0).reshape(2, 3), "key": jax.random.key(1), "n": np.int32(3)}
+    checkpoint.save(path, tree, step=5, metadata={"seed": 1})
+    original = path.read_bytes()
+    rng = random.Random(0)
+    outcomes = set()
+    for trial in range(400):
+        data = bytearray(original)
+        if trial % 3 == 0:  # a few random bytes
+            for _ in range(rng.randint(1, 4)):
+                data[rng.randrange(len(data))] = rng.randrange(256)
+        elif trial % 3 == 1:  # cut anywhere
+            data = data[: rng.randrange(len(data))]
+        else:  # a 32-bit field (size, offset, version, method) set to an extreme
+            at = rng.randrange(len(data) - 4)
+            data[at : at + 4] = rng.choice([b"\xff\xff\xff\xff", b"\0\0\0\0", b"\xff\xff\xff\x7f"])
+        path.write_bytes(bytes(data))
+        try:
+            restored, step, metadata = checkpoint.restore(path, tree)
+        except ValueError:
+            outcomes.add("ValueError")
+            continue
+        # a byte that nothing reads (e.g. a zip timestamp): then the state must be intact
+        _assert_same_tree(restored, tree)
+        assert (step, metadata) == (5, {"seed": 1})
+        outcomes.add("restored")
+    assert "ValueError" in outcomes
