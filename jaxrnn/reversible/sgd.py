@@ -11,7 +11,9 @@ once per step, the same way forward and backward, so additions are exact; the
 multiplication by beta_k = n_k / 2^16 is made exact by the information buffer
 (:mod:`buffer`). Hence :func:`reverse` after :func:`forward` gives back theta(0) and v(0)
 bit for bit, provided ``grad_fn`` is deterministic (it is evaluated at the same float
-parameters, with the same step index k; derive batches and randomness from k).
+parameters, with the same step index k; derive batches and randomness from k). Both
+passes evaluate it inside one ``lax.scan`` each, under ``jit``; avoid mixing eager and
+compiled evaluation of the gradient, whose roundings may differ.
 
 Reference loop (Python integers; ``q`` rounds to the grid, ``mul_ratio`` as in
 :mod:`buffer`):
@@ -22,11 +24,12 @@ Reference loop (Python integers; ``q`` rounds to the grid, ``mul_ratio`` as in
         v = v - q(alpha[k] * g)
         theta = theta + v
 
-Checks: a value leaving the 64-bit range (or a non-finite gradient) sets the first bad
-step; a reverse pass whose recomputed gradients differ is detected by the buffer's spill
-check and by a checksum of the rounded steps alpha_k ∇J. Called outside ``jit``, forward
-and reverse raise at once; inside ``jit`` the flags travel in the state: call
-:func:`check` on the result.
+Checks: a value leaving its guard range (theta within ±2^(62-F), v and alpha_k ∇J within
+±2^(61-F), which rules out any wrap-around of the 64-bit words) or a non-finite gradient
+sets the first bad step; a reverse pass whose recomputed gradients differ is detected by
+the buffer's spill check and by a checksum of the rounded steps alpha_k ∇J. Called
+outside ``jit``, forward and reverse raise at once; inside ``jit`` the flags travel in
+the state: call :func:`check` on the result.
 """
 
 from __future__ import annotations
