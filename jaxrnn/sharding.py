@@ -43,6 +43,9 @@ def data_mesh(devices=None, *, axis_name: str = AXIS) -> Mesh:
     devices = jax.devices() if devices is None else list(devices)
     if not devices:
         raise ValueError("devices: expected at least one device, got none")
+    for device in devices:
+        if not isinstance(device, jax.Device):
+            raise ValueError(f"devices: expected jax.Device objects, got {device!r}")
     if not isinstance(axis_name, str):
         raise ValueError(f"axis_name: expected a string, got {axis_name!r}")
     return Mesh(np.asarray(devices, dtype=object), (axis_name,))

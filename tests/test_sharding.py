@@ -280,6 +280,8 @@ def test_bad_arguments_raise():
     batch = (jnp.ones((3, 4, 2)), jnp.ones((4, 1)))
     with pytest.raises(ValueError, match="devices: expected at least one device"):
         sharding.data_mesh([])
+    with pytest.raises(ValueError, match="devices: expected jax.Device objects, got 'cpu'"):
+        sharding.data_mesh(["cpu"])
     with pytest.raises(ValueError, match="axis_name: expected a string"):
         sharding.data_mesh(axis_name=3)
     two_d = Mesh(np.asarray(jax.devices()).reshape(1, -1), ("a", "b"))
