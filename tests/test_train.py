@@ -216,6 +216,13 @@ def test_progress_bar_shows_the_running_loss(capsys):
     train.fit(_regression_loss, params, optax.sgd(0.05), _regression_batch, 6, refresh_seconds=1e-9)
     shown = capsys.readouterr().err
     assert "6/6" in shown and "loss=" in shown
+    # refreshed only at the end: the running loss is then the mean over all six steps
+    result = train.fit(
+        _regression_loss, params, optax.sgd(0.05), _regression_batch, 6, refresh_seconds=1e9
+    )
+    _, losses, _ = _numpy_sgd(np.zeros(3), 6, 0.05)
+    np.testing.assert_allclose(result.history.losses, losses, rtol=1e-12)
+    assert f"loss={np.mean(losses):.4g}" in capsys.readouterr().err
     train.fit(_regression_loss, params, optax.sgd(0.05), _regression_batch, 6, progress=False)
     assert capsys.readouterr().err == ""
 
