@@ -2,13 +2,21 @@
 
 Run: ``python bench/mdrnn.py`` (writes the section "mdrnn" of bench/RESULTS.md).
 
+The measurements run twice, each in a fresh process: with XLA's default CPU threading, and
+with single-threaded Eigen matmuls (``XLA_FLAGS=--xla_cpu_multi_thread_eigen=false``). On
+a busy machine a matmul split over threads waits for every thread to be scheduled, which
+the wavefront's larger matmuls pay and the raster's tiny ones (never split) do not.
+
 All grids G x G, D = hidden = 32, float32, CPU. Times are medians of interleaved runs
 after a warm-up (each round runs every contender once, so load changes hit all of them).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -59,16 +67,22 @@ def matmul_peak() -> float:
     return 2 * 2048**3 / median_time(lambda: f(a).block_until_ready(), repeats=5) / 1e9
 
 
-def main() -> None:
+CONFIGS = {
+    "default XLA CPU threading": {},
+    "single-threaded Eigen matmuls": {"XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false"},
+}
+HEADER = [
+    "G", "batch", "pass", "steps raster (measured)", "steps wavefront (measured)",
+    "raster_fast ms", "wavefront ms", "speed-up", "raster µs/step", "wavefront µs/step",
+    "wavefront GFLOP/s (% of peak)",
+]  # fmt: skip
+
+
+def measure() -> dict:
+    """Every timing of one configuration, as JSON-able lists."""
     key = jax.random.PRNGKey(0)
     params = mdrnn.init(key, DIM, HIDDEN)
     peak = matmul_peak()
-    print(f"matmul peak: {peak:.0f} GFLOP/s")
-    header = [
-        "G", "batch", "pass", "steps raster (measured)", "steps wavefront (measured)",
-        "raster_fast ms", "wavefront ms", "speed-up", "raster µs/step", "wavefront µs/step",
-        "wavefront GFLOP/s (% of peak)",
-    ]  # fmt: skip
     rows, per_step = [], {}
     for side in SIDES:
         for batch in BATCHES:
@@ -82,14 +96,14 @@ def main() -> None:
                     (params, x),
                 )
                 us_r, us_w = 1e6 * t["raster"] / steps_r, 1e6 * t["wave"] / steps_w
-                per_step[(side, batch, label)] = (us_r, us_w)
+                per_step[f"{side},{batch},{label}"] = (us_r, us_w)
                 gflops = factor * flops / t["wave"] / 1e9
                 rows.append([
                     side, batch, label, steps_r, steps_w, f"{1e3 * t['raster']:.2f}",
                     f"{1e3 * t['wave']:.2f}", f"**{t['raster'] / t['wave']:.2f}×**",
                     f"{us_r:.2f}", f"{us_w:.1f}", f"{gflops:.1f} ({100 * gflops / peak:.0f}%)",
                 ])  # fmt: skip
-                print(rows[-1], flush=True)
+                print(rows[-1], file=sys.stderr, flush=True)
 
     # choices, one at a time, at G = 128 (forward)
     side = 128
@@ -113,63 +127,98 @@ def main() -> None:
             options = wave_options.get(name)
             scans = len(mdrnn.plan(side, side, **options)) if options is not None else 1
             choice_rows.append([batch, name, scans, f"{1e3 * seconds:.2f}"])
-            print(choice_rows[-1], flush=True)
+            print(choice_rows[-1], file=sys.stderr, flush=True)
+    return {"peak": peak, "rows": rows, "per_step": per_step, "choices": choice_rows}
 
-    gpu_rows = []
+
+def gpu_estimate(result: dict) -> list:
+    """Per GPU step: an assumed launch floor + the measured CPU work scaled by throughput."""
+    peak, gpu_rows = result["peak"], []
     for side in SIDES:
-        us_r, us_w = per_step[(side, 1, "fwd")]
+        us_r, us_w = result["per_step"][f"{side},1,fwd"]
         steps_r, steps_w = side * side, 2 * side - 1
-        # per step on a GPU: the launch floor + the measured CPU work scaled by peak throughput
         gpu_r = steps_r * (GPU_STEP_US + us_r * peak / GPU_GFLOPS) / 1e3
         gpu_w = steps_w * (GPU_STEP_US + us_w * peak / GPU_GFLOPS) / 1e3
         gpu_rows.append([
             side, steps_r, steps_w, f"{us_r:.2f}", f"{us_w:.1f}", f"{gpu_r:.1f}", f"{gpu_w:.2f}",
             f"{gpu_r / gpu_w:.0f}×",
         ])  # fmt: skip
+    return gpu_rows
 
-    body = "\n".join(
-        [
-            "## MDRNN: wavefront (H+W-1 steps) vs raster (H·W steps) — `python bench/mdrnn.py`",
+
+def run_config(env: dict) -> dict:
+    """Run :func:`measure` in a fresh process with ``env`` added (XLA flags are per process)."""
+    done = subprocess.run(
+        [sys.executable, __file__, "--child"],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        check=True,
+        text=True,
+    )
+    return json.loads(done.stdout)
+
+
+def main() -> None:
+    load_before = os.getloadavg()[0]
+    results = {name: run_config(env) for name, env in CONFIGS.items()}
+    load_after = os.getloadavg()[0]
+    parts = [
+        "## MDRNN: wavefront (H+W-1 steps) vs raster (H·W steps) — `python bench/mdrnn.py`",
+        "",
+        machine_line(),
+        "",
+        f"G x G grids, D = hidden = {DIM}, float32, CPU; medians of {REPEATS} interleaved runs "
+        "after warm-up. Steps are measured from the traced programs "
+        "(`mdrnn.sequential_steps`). GFLOP/s are useful flops (`n_flops`, ×3 for fwd+bwd) "
+        "per second, against a 2048² float32 matmul measured in the same run. The raster is "
+        "`raster_fast`: input projection hoisted out of the loop, [W_W; W_N] fused into one "
+        "matmul per step, nested row/column scans. 1-minute load average "
+        f"{load_before:.1f} before and {load_after:.1f} after the run on "
+        f"{os.cpu_count()} cores (the machine was shared).",
+    ]
+    for name, result in results.items():
+        parts += [
             "",
-            machine_line(),
+            f"### {name} ({' '.join(f'{k}={v}' for k, v in CONFIGS[name].items()) or 'no flags'}"
+            f"; matmul peak {result['peak']:.0f} GFLOP/s)",
             "",
-            f"G x G grids, D = hidden = {DIM}, float32, CPU; medians of {REPEATS} interleaved runs "
-            f"after warm-up. Matmul peak measured in the same run (2048² float32): "
-            f"**{peak:.0f} GFLOP/s**. Steps are measured from the traced programs "
-            "(`mdrnn.sequential_steps`). GFLOP/s are useful flops (`n_flops`, ×3 for fwd+bwd) "
-            "per second. The raster is `raster_fast`: input projection hoisted out of the loop, "
-            "[W_W; W_N] fused into one matmul per step, nested row/column scans.",
-            "",
-            markdown_table(header, rows),
+            markdown_table(HEADER, result["rows"]),
             "",
             "Choices, one at a time (G = 128, forward, ms):",
             "",
-            markdown_table(["batch", "variant", "scans", "ms"], choice_rows),
-            "",
-            "GPU estimate (batch 1, forward), from the CPU per-step costs measured above: a "
-            f"GPU step costs an assumed launch-and-sync floor of {GPU_STEP_US:.0f} µs plus the "
-            f"measured CPU work of that step scaled by peak throughput ({peak:.0f} GFLOP/s "
-            f"here, an assumed {GPU_GFLOPS / 1000:.0f} TFLOP/s there); time = steps × per-step "
-            "cost. Estimates, not GPU measurements:",
-            "",
-            markdown_table(
-                [
-                    "G",
-                    "raster steps",
-                    "wavefront steps",
-                    "CPU raster µs/step",
-                    "CPU wavefront µs/step",
-                    "GPU raster ms (est.)",
-                    "GPU wavefront ms (est.)",
-                    "GPU speed-up (est.)",
-                ],
-                gpu_rows,
-            ),  # fmt: skip
+            markdown_table(["batch", "variant", "scans", "ms"], result["choices"]),
         ]
-    )
+    first = next(iter(results))
+    parts += [
+        "",
+        f"### GPU estimate (batch 1, forward; from the per-step costs of '{first}')",
+        "",
+        "A GPU step costs an assumed launch-and-sync floor of "
+        f"{GPU_STEP_US:.0f} µs plus the measured CPU work of that step scaled by peak "
+        f"throughput (CPU peak above, an assumed {GPU_GFLOPS / 1000:.0f} TFLOP/s on the GPU); "
+        "time = steps × per-step cost. Estimates, not GPU measurements:",
+        "",
+        markdown_table(
+            [
+                "G",
+                "raster steps",
+                "wavefront steps",
+                "CPU raster µs/step",
+                "CPU wavefront µs/step",
+                "GPU raster ms (est.)",
+                "GPU wavefront ms (est.)",
+                "GPU speed-up (est.)",
+            ],
+            gpu_estimate(results[first]),
+        ),  # fmt: skip
+    ]
+    body = "\n".join(parts)
     write_section("mdrnn", body)
     print(body)
 
 
 if __name__ == "__main__":
-    main()
+    if "--child" in sys.argv:
+        print(json.dumps(measure()))
+    else:
+        main()
