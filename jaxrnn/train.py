@@ -205,7 +205,11 @@ def _restore(path, params, opt_state, steps):
     dtype = dtype if dtype in ("bfloat16", "float16", "float32", "float64") else "float32"
     # abstract, so that a step claimed by the file allocates nothing before it is checked
     losses = jax.ShapeDtypeStruct((step,), jnp.dtype(dtype))
-    like = {"params": params, "opt_state": opt_state, "losses": losses}
+    # as jax arrays, the kind and dtypes the step saves (numpy float64 params are float32 then,
+    # unless x64 is on)
+    as_jax = lambda x: jnp.asarray(x) if isinstance(x, (np.ndarray, np.generic)) else x
+    like = jax.tree_util.tree_map(as_jax, {"params": params, "opt_state": opt_state})
+    like["losses"] = losses
     tree, step, meta = ckpt.restore(path, like)
     history = meta if isinstance(meta, dict) else {}
     eval_steps, evals = history.get("eval_steps", []), history.get("evals", [])

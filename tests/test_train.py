@@ -363,3 +363,24 @@ def test_a_checkpoint_with_a_malformed_history_raises(tmp_path):
     _edit_manifest(path, malformed)
     with pytest.raises(ValueError, match="expected metadata with lists eval_steps.*got str"):
         train.fit(*args, 4, checkpoint=path, progress=False)
+
+
+def test_numpy_float64_params_resume_without_x64(tmp_path):
+    # without x64 the step turns numpy float64 params into float32 arrays, which is what the
+    # checkpoint holds: resuming from the same numpy params must accept them
+    def loss(params, batch):
+        xs, ys = batch
+        return jnp.mean((xs @ params["w"] - ys) ** 2)
+
+    def data(step):
+        xs, ys = _regression_batch(step)
+        return xs.astype(np.float32), ys.astype(np.float32)
+
+    params, path = {"w": np.zeros(3)}, tmp_path / "run.npz"
+    with jax.enable_x64(False):
+        straight = train.fit(loss, params, optax.adam(0.1), data, 6, progress=False)
+        train.fit(loss, params, optax.adam(0.1), data, 3, checkpoint=path, progress=False)
+        resumed = train.fit(loss, params, optax.adam(0.1), data, 6, checkpoint=path, progress=False)
+    assert resumed.params["w"].dtype == np.float32
+    _assert_trees_equal(resumed.params, straight.params)
+    assert np.array_equal(resumed.history.losses, straight.history.losses)
