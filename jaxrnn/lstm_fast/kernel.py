@@ -19,9 +19,13 @@ Backward (bars are adjoints; ``hbar_t`` includes the direct term of the output h
     Wbar = sum_t x_t^T zbar_t,  Ubar = sum_t h_{t-1}^T zbar_t,  bbar = sum_t zbar_t,
     xbar_t = zbar_t W^T
 
-Only the two recursions (cbar, hbar) are sequential; the weight and input gradients are
-sums over all steps and run, by default, as single matmuls after the reverse scan.
-Under a mask, a masked-off step passes (cbar, hbar) through unchanged and has zbar_t = 0.
+The forward pass stores the local derivatives R_t = [g i(1-i), c_{t-1} f(1-f),
+tanh(c_t) o(1-o), i (1-g^2)], C_t = o (1 - tanh(c_t)^2) and f_t, so that a backward step is
+``cbar_t = cbar + hbar_t C_t;  zbar_t = R_t * [cbar_t, cbar_t, hbar_t, cbar_t]`` and nothing
+is recomputed. Only the two recursions (cbar, hbar) are sequential; the weight and input
+gradients are sums over all steps and run, by default, as single matmuls after the reverse
+scan. Under a mask, a masked-off step passes (cbar, hbar) through unchanged and has
+zbar_t = 0 (its R_t = 0, C_t = 0, f_t = 1).
 
 How each step is computed is a :class:`Choices`; the defaults are the fastest measured on
 XLA:CPU (``bench/lstm.py`` records the table of choices).
@@ -65,18 +69,33 @@ def _sigmoid(z, via_tanh: bool):
 
 
 def _cell(choices: Choices, c_prev, z):
-    """One step from the pre-activations z (B, 4H): returns (c_t, h_t, gates (B, 4H))."""
+    """One step from the pre-activations z (B, 4H): returns (c_t, h_t, local derivatives).
+
+    The local derivatives are what the backward step needs, computed here once::
+
+        R = [g i(1-i), c_{t-1} f(1-f), tanh(c_t) o(1-o), i (1-g^2)]    (B, 4H)
+        C = o (1 - tanh(c_t)^2),   f                                    (B, H) each
+
+    so that zbar_t = R * [cbar_t, cbar_t, hbar_t, cbar_t] with cbar_t = cbar + hbar_t C.
+    """
     hidden = c_prev.shape[-1]
     ifo = _sigmoid(z[..., : 3 * hidden], choices.sigmoid_via_tanh)
     g = jnp.tanh(z[..., 3 * hidden :])
     i, f, o = ifo[..., :hidden], ifo[..., hidden : 2 * hidden], ifo[..., 2 * hidden :]
     c = f * c_prev + i * g
-    h = o * jnp.tanh(c)
-    return c, h, jnp.concatenate([ifo, g], axis=-1)
+    tanh_c = jnp.tanh(c)
+    h = o * tanh_c
+    R = jnp.concatenate(
+        [g * i * (1 - i), c_prev * f * (1 - f), tanh_c * o * (1 - o), i * (1 - g * g)], axis=-1
+    )
+    return c, h, (R, o * (1 - tanh_c * tanh_c), f)
 
 
 def _forward(choices: Choices, W, U, b, c0, h0, xs, mask, *, keep: bool):
-    """Run the forward scan; ``keep`` also returns the residuals (cs, gates) for BPTT."""
+    """Run the forward scan; ``keep`` also returns the local derivatives (R, C, f) for BPTT.
+
+    A masked-off step gets R = 0, C = 0, f = 1: its backward step passes (cbar, hbar) on.
+    """
     inputs = xs @ W + b if choices.hoist_input else xs
     WU = jnp.concatenate([W, U], axis=0) if choices.one_matmul else None
 
@@ -89,11 +108,12 @@ def _forward(choices: Choices, W, U, b, c0, h0, xs, mask, *, keep: bool):
             z = jnp.concatenate([x, h_prev], axis=-1) @ WU + b
         else:
             z = x @ W + h_prev @ U + b
-        c, h, gates = _cell(choices, c_prev, z)
+        c, h, (R, C, f) = _cell(choices, c_prev, z)
         if m is not None:
             c = jnp.where(m, c, c_prev)
             h = jnp.where(m, h, h_prev)
-        outputs = (h, c, gates) if keep else (h,)
+            R, C, f = jnp.where(m, R, 0), jnp.where(m, C, 0), jnp.where(m, f, 1)
+        outputs = (h, R, C, f) if keep else (h,)
         return (c, h), outputs
 
     (c_last, _), outputs = jax.lax.scan(step, (c0, h0), (inputs, mask), unroll=choices.unroll)
@@ -125,50 +145,28 @@ def lstm_scan(choices: Choices, W, U, b, c0, h0, xs, mask):
 
 
 def _lstm_scan_fwd(choices, W, U, b, c0, h0, xs, mask):
-    c_last, (hs, cs, gates) = _forward(choices, W, U, b, c0, h0, xs, mask, keep=True)
-    return (c_last, hs), (W, U, c0, h0, xs, mask, hs, cs, gates)
-
-
-def _shift_in(first, seq):
-    """``[first, seq[0], ..., seq[T-2]]``: the value before each step."""
-    return jnp.concatenate([first[None], seq[:-1]], axis=0)
+    c_last, (hs, Rs, Cs, fs) = _forward(choices, W, U, b, c0, h0, xs, mask, keep=True)
+    return (c_last, hs), (W, U, h0, xs, mask, hs, Rs, Cs, fs)
 
 
 def _lstm_scan_bwd(choices, residuals, cotangents):
-    W, U, c0, h0, xs, mask, hs, cs, gates = residuals
+    W, U, h0, xs, mask, hs, Rs, Cs, fs = residuals
     dc_last, dhs = cotangents
     hidden = U.shape[0]
-    cs_prev = _shift_in(c0, cs)
-    hs_prev = _shift_in(h0, hs)
+    hs_prev = jnp.concatenate([h0[None], hs[:-1]], axis=0)  # h_{t-1} for each t
     U_T = U.T
     accumulate = not choices.grads_after_scan
 
     def step(carry, t_inputs):
         dc_next, dh_next, *sums = carry
-        dh_out, c, c_prev, gate, m, x, h_prev = t_inputs
+        dh_out, R, C, f, m, x, h_prev = t_inputs
         dh = dh_next + dh_out
-        dc = dc_next
-        if m is not None:
-            dh_pass, dc_pass = jnp.where(m, 0, dh), jnp.where(m, 0, dc)
-            dh, dc = jnp.where(m, dh, 0), jnp.where(m, dc, 0)
-        i, f = gate[..., :hidden], gate[..., hidden : 2 * hidden]
-        o, g = gate[..., 2 * hidden : 3 * hidden], gate[..., 3 * hidden :]
-        tanh_c = jnp.tanh(c)
-        do = dh * tanh_c
-        dc = dc + dh * o * (1 - tanh_c * tanh_c)
-        dz = jnp.concatenate(
-            [
-                dc * g * i * (1 - i),
-                dc * c_prev * f * (1 - f),
-                do * o * (1 - o),
-                dc * i * (1 - g * g),
-            ],
-            axis=-1,
-        )
+        dc = dc_next + dh * C
+        dz = R * jnp.concatenate([dc, dc, dh, dc], axis=-1)
         dc_prev = dc * f
         dh_prev = dz @ U_T
         if m is not None:
-            dc_prev, dh_prev = dc_prev + dc_pass, dh_prev + dh_pass
+            dh_prev = dh_prev + jnp.where(m, 0, dh)
         if accumulate:
             dW, dU, db = sums
             sums = [dW + x.T @ dz, dU + h_prev.T @ dz, db + dz.sum(0)]
@@ -181,7 +179,7 @@ def _lstm_scan_bwd(choices, residuals, cotangents):
     carry, per_step = jax.lax.scan(
         step,
         init,
-        (dhs, cs, cs_prev, gates, mask) + ((xs, hs_prev) if accumulate else (None, None)),
+        (dhs, Rs, Cs, fs, mask) + ((xs, hs_prev) if accumulate else (None, None)),
         reverse=True,
         unroll=choices.backward_unroll,
     )
