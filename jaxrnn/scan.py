@@ -89,13 +89,13 @@ def _broadcast_mask(mask, leaf):
     return mask.reshape(mask.shape + (1,) * (leaf.ndim - mask.ndim))
 
 
-def scan(cell, params, carry, xs, *, lengths=None, reverse: bool = False, unroll: int = 1):
+def scan(cell, params, carry, xs, *, lengths=None, reverse: bool = False, unroll: int | bool = 1):
     """Run ``cell`` along the leading axis of ``xs`` with one ``jax.lax.scan``.
 
     Type signature (``c`` the carry, ``a`` one input step, ``b`` one output step)::
 
         scan(cell: (P, c, a) -> (c, b), params: P, carry: c, xs: [T, a], *,
-             lengths: [*batch] int | None, reverse: bool, unroll: int) -> (c, [T, b])
+             lengths: [*batch] int | None, reverse: bool, unroll: int | bool) -> (c, [T, b])
 
     With ``lengths`` (right-padded sequences), sequence n runs over its first
     ``lengths[n]`` steps only: its carry stops changing after them, its outputs past them
@@ -120,7 +120,8 @@ def scan(cell, params, carry, xs, *, lengths=None, reverse: bool = False, unroll
         checked when known at trace time; under ``jit`` they cannot be, and a value outside
         [0, T] behaves like the nearest bound.
       reverse: run from t = T - 1 (or the sequence's last step) down to 0.
-      unroll: how many steps the compiled loop body holds (``lax.scan``'s ``unroll``).
+      unroll: how many steps the compiled loop body holds, as ``lax.scan``'s ``unroll``:
+        a positive integer, or True (all T steps) / False (one step).
 
     Returns:
       ``(final_carry, ys)``, with ys of shape (T, *batch, ...).
@@ -128,8 +129,8 @@ def scan(cell, params, carry, xs, *, lengths=None, reverse: bool = False, unroll
     if not callable(cell):
         raise ValueError(f"cell: expected a callable cell(params, carry, x), got {cell!r}")
     n_steps = _sequence_length(xs)
-    if isinstance(unroll, bool) or not isinstance(unroll, (int, np.integer)) or unroll < 1:
-        raise ValueError(f"unroll: expected a positive integer, got {unroll!r}")
+    if not isinstance(unroll, (int, np.integer)) or (not isinstance(unroll, bool) and unroll < 1):
+        raise ValueError(f"unroll: expected a positive integer or a bool, got {unroll!r}")
     if not isinstance(reverse, (bool, np.bool_)):
         raise ValueError(f"reverse: expected True or False, got {reverse!r}")
     _check_carry_type(cell, params, carry, xs)
@@ -167,7 +168,7 @@ def concat_outputs(y_forward, y_backward):
 
 
 def bidirectional(
-    cells, params, carries, xs, *, lengths=None, merge=concat_outputs, unroll: int = 1
+    cells, params, carries, xs, *, lengths=None, merge=concat_outputs, unroll: int | bool = 1
 ):
     """Run one cell forward and one backward over ``xs`` and merge their outputs per step.
 

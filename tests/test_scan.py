@@ -66,6 +66,9 @@ def test_full_lengths_equal_no_lengths_and_unroll_changes_nothing():
     masked = jaxrnn.scan(elman.apply, params, h0, xs, lengths=jnp.full((3,), 9), unroll=4)
     np.testing.assert_allclose(plain[0], masked[0], rtol=1e-14)
     np.testing.assert_allclose(plain[1], masked[1], rtol=1e-14)
+    for unroll in (True, False):  # as lax.scan: all T steps, or one
+        full = jaxrnn.scan(elman.apply, params, h0, xs, unroll=unroll)
+        np.testing.assert_allclose(plain[1], full[1], rtol=1e-14)
 
 
 def test_lengths_with_lstm_tuple_carry_and_two_batch_axes():
