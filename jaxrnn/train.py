@@ -131,6 +131,15 @@ def _check_arguments(loss_fn, params, optimizer, steps, eval_fn, eval_every, pat
         raise ValueError("eval_every: given without an eval_fn to run")
     if every is not None and path is None:
         raise ValueError("checkpoint_every: given without a checkpoint path to save to")
+    if path is not None and not isinstance(path, (str, os.PathLike)):
+        raise ValueError(f"checkpoint: expected a file path, got {type(path).__name__}")
+    if path is not None:  # fail now, not at the first save after hours of training
+        directory = os.path.dirname(os.path.abspath(os.fspath(path)))
+        if not os.path.isdir(directory):
+            raise ValueError(
+                f"checkpoint: expected a file path in an existing directory, but "
+                f"{directory!r} does not exist"
+            )
     leaves = jax.tree_util.tree_flatten_with_path(params)[0]
     if not leaves:
         raise ValueError("params: expected a pytree of floating arrays, got no arrays")

@@ -242,6 +242,8 @@ def test_bad_arguments_raise(tmp_path):
         (dict(checkpoint_every=2), "checkpoint_every: given without a checkpoint"),
         (dict(refresh_seconds=0), "refresh_seconds: expected a positive number"),
         (dict(process_local_data=True), "process_local_data: given without a mesh"),
+        (dict(checkpoint=tmp_path / "no" / "run.npz"), "checkpoint: expected a file path in"),
+        (dict(checkpoint=3), "checkpoint: expected a file path, got int"),
         (dict(loss_fn=lambda p, b: (b[0] @ p["w"]) ** 2), r"scalar loss, got shape \(16,\)"),
         (dict(loss_fn=lambda p, b: (p, b)), "expected a floating scalar loss, got tuple"),
         (dict(eval_fn=lambda p: p["w"]), r"eval_fn: expected a scalar .* shape \(3,\)"),
