@@ -227,7 +227,11 @@ def test_lstm_forget_bias_and_init_shapes():
     np.testing.assert_array_equal(params["b_i"], np.zeros(7))
     assert params["W_c"].shape == (7, 3) and params["U_o"].shape == (7, 7)
     bound = 1 / np.sqrt(7)
-    assert float(jnp.max(jnp.abs(params["U_i"]))) <= bound
+    for name in ("W_i", "U_i", "W_c", "U_o"):  # U(-bound, bound): inside, and spread over it
+        values = np.asarray(params[name])
+        assert np.abs(values).max() <= bound
+        assert values.min() < -bound / 3 and values.max() > bound / 3
+    assert not np.array_equal(params["U_i"], params["U_f"])  # independent draws per gate
     c, h = lstm.init_carry((2, 5), 7)
     assert c.shape == h.shape == (2, 5, 7)
 
