@@ -112,20 +112,36 @@ def reference_mul_ratio(v, b, n):
 @pytest.mark.parametrize("n", [1, 32768, 58982, 65470])
 def test_mul_ratio_matches_python_integers_and_unmul_ratio_inverts_it(n):
     v = random_ints(5, 300, -(2**62), 2**62)
-    b = [x % 2**64 for x in random_ints(6, 300, 0, 2**63)]  # edges include 2^64 - 1
-    new_v, new_w, overflow = buffer.mul_ratio(words(v), words(b), jnp.uint32(n))
+    b = [x % 2**32 for x in random_ints(6, 300, 0, 2**32)]  # edges include 2^32 - 1
+    b = [x % (n * 2**16) if i < 200 else x for i, x in enumerate(b)]  # most fit after the step
+    word = jnp.array(b, jnp.uint32)
+    new_v, new_w, overflow = buffer.mul_ratio(words(v), word, jnp.uint32(n))
     expected = [reference_mul_ratio(x, y, n) for x, y in zip(v, b, strict=True)]
-    fits = np.array([e[1] < 2**64 for e in expected])
-    assert list(np.asarray(overflow)) == list(~fits)
+    fits = np.array([e[1] < 2**32 for e in expected])
+    assert list(np.asarray(overflow)) == list(~fits) and fits.sum() > 100
     assert list(fp.to_int(new_v)[fits]) == [e[0] for e, f in zip(expected, fits, strict=True) if f]
-    got_b = fp.to_int(new_w, signed=False)[fits]
-    assert list(got_b) == [e[1] for e, f in zip(expected, fits, strict=True) if f]
+    got_b = np.asarray(new_w)[fits].tolist()
+    assert got_b == [e[1] for e, f in zip(expected, fits, strict=True) if f]
     back_v, back_w = buffer.unmul_ratio(new_v, new_w, jnp.uint32(n))
     assert list(fp.to_int(back_v)[fits]) == list(np.array(v, object)[fits])
-    assert list(fp.to_int(back_w, signed=False)[fits]) == list(np.array(b, object)[fits] % 2**64)
+    assert np.asarray(back_w)[fits].tolist() == list(np.array(b, object)[fits])
 
 
-def test_spill_schedule_keeps_every_word_below_2_64_on_worst_case_words():
+def test_spill_and_restore_move_the_high_half_of_the_word():
+    word = jnp.array([0x12345678, 0xFFFF0001, 0x0000BEEF], jnp.uint32)
+    slots = jnp.zeros((3, 3), jnp.uint16)
+    low, slots = buffer.spill(word, slots, jnp.bool_(True), 1)
+    assert np.asarray(low).tolist() == [0x5678, 0x0001, 0xBEEF]
+    assert np.asarray(slots[1]).tolist() == [0x1234, 0xFFFF, 0] and not np.asarray(slots[0]).any()
+    back, mismatch = buffer.restore(low, slots, jnp.bool_(True), 1)
+    assert np.asarray(back).tolist() == np.asarray(word).tolist() and not mismatch.any()
+    _, mismatch = buffer.restore(low + jnp.uint32(1 << 16), slots, jnp.bool_(True), 1)
+    assert mismatch.all()  # a high half left where the spill had emptied it
+    same, unchanged = buffer.spill(word, slots, jnp.bool_(False), 2)
+    assert np.array_equal(same, word) and np.array_equal(unchanged, slots)
+
+
+def test_spill_schedule_keeps_every_word_below_2_32_on_worst_case_words():
     rng = np.random.default_rng(7)
     numerators = [int(n) for n in rng.integers(20000, 65535, 3000)]
     spill, slot, end = buffer.spill_schedule(0, numerators)
@@ -134,12 +150,12 @@ def test_spill_schedule_keeps_every_word_below_2_64_on_worst_case_words():
     for k, n in enumerate(numerators):
         if spill[k]:
             slots_used.append(int(slot[k]))
-            worst = min(worst, 2**32 - 1)  # the low half left in the word
+            worst = min(worst, 2**16 - 1)  # the low half left in the word
         worst = (worst * 2**16 + 2**16 - 1) // n
-        assert worst < 2**64
+        assert worst < 2**32
         # Without the spill the next step would have overflowed:
         if k + 1 < len(numerators) and spill[k + 1]:
-            assert (worst * 2**16 + 2**16 - 1) // numerators[k + 1] >= 2**64
+            assert (worst * 2**16 + 2**16 - 1) // numerators[k + 1] >= 2**32
     assert worst == end
     assert slots_used == list(range(len(slots_used))) and len(slots_used) == spill.sum()
     assert np.all(slot[~spill] == len(slots_used) - 1)

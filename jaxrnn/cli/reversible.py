@@ -91,7 +91,7 @@ def tour():
     )
     yield (
         f"buffer: {r['stored']} bits stored vs {r['bound']:.0f} destroyed "
-        f"(D·Σ log2(1/beta_k)), ratio {r['stored'] / r['bound']:.3f} incl. the 64-bit words"
+        f"(D·Σ log2(1/beta_k)), ratio {r['stored'] / r['bound']:.3f} incl. the 32-bit words"
     )
     errors = {t: naive_reversal_error(t) for t in (10, 100, 300)}
     yield "naive float32 inverse, max |theta error| after T steps: " + ", ".join(

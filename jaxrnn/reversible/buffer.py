@@ -2,7 +2,7 @@
 
 Multiplying an integer velocity v by beta < 1 destroys information; the buffer keeps
 exactly the destroyed digits (Maclaurin, Duvenaud & Adams, ICML 2015). With d = 2^16 and
-an unsigned buffer integer B (the *word*, 64 bits, per parameter), one step is
+an unsigned buffer integer B (the *word*, one ``uint32`` per parameter), one step is
 
     forward (v, B) -> (v', B'):             reverse (v', B') -> (v, B):
       r1 = v mod d,  q = floor(v / d)          r2 = v' mod n,  q = floor(v' / n)
@@ -15,14 +15,16 @@ exact bijection of integers. v' = floor(v / d) · n + r2 differs from beta · v 
 n units of the last place; the buffer grows by log2(d / n) = log2(1 / beta) bits per step
 on average, exactly the information destroyed (SPEC §7: det = beta^D).
 
-The word has a fixed width of 64 bits. If B < M before a step, then after it B' <=
+The word has a fixed width of 32 bits. If B <= M before a step, then after it B' <=
 floor((M · d + d - 1) / n) (the *bound*); the bound depends only on the beta schedule, so
-the host computes it in advance. Before a step whose bound would reach 2^64, the high 32
-bits of the word are *spilled* to a preallocated slot and the word keeps its low 32 bits
-(bound 2^32 - 1); the reverse pass restores them after undoing that step, and checks that
-the high word it finds there is 0 (a gradient that recomputes differently breaks this).
-A spilled half holds at least 32 - log2(1/beta) bits of information, so the stored bits
-stay within a few percent of D · sum_k log2(1 / beta_k) plus the 64-bit words.
+the host computes it in advance. Before a step whose bound would reach 2^32, the high 16
+bits of the word are *spilled* to a preallocated ``uint16`` slot and the word keeps its
+low 16 bits (bound 2^16 - 1), which still feed the next pops; the reverse pass restores
+them after undoing that step, and checks that the high half it finds there is 0 (a
+gradient that recomputes differently breaks this). A spilled half holds at least
+16 - log2(1/beta) bits of information, so the stored bits stay within 1/(16 - log2(1/beta))
+of D · sum_k log2(1 / beta_k), plus the 32-bit words. The 32-bit word keeps the division
+by n short (two 16-bit limbs: the top limb is < n by the schedule, so its quotient is 0).
 
 Reference loop of the arithmetic with Python integers (what :func:`mul_ratio` computes):
 
@@ -43,8 +45,9 @@ from jaxrnn.reversible import fixed_point as fp
 
 BETA_BITS = 16
 DENOMINATOR = 1 << BETA_BITS
-WORD_LIMIT = 1 << 64
-HALF_WORD = (1 << 32) - 1
+WORD_LIMIT = 1 << 32
+HALF_WORD = (1 << 16) - 1
+WORD_BITS, SLOT_BITS = 32, 16
 
 
 def numerator(beta: float) -> int:
@@ -53,47 +56,49 @@ def numerator(beta: float) -> int:
     return min(max(n, 1), DENOMINATOR - 1)
 
 
-def mul_ratio(v: fp.Word, word: fp.Word, n):
+def mul_ratio(v: fp.Word, word, n):
     """(v', word', overflow): v' = v · n / 2^16 exactly, the lost digits kept in ``word``.
 
-    ``overflow`` is True where the new word would not fit 64 bits, i.e. where the top limb
-    of the word is >= n (cannot happen when the spill schedule was followed; then the top
-    quotient limb is 0 and its division is skipped).
+    ``word`` is a ``uint32`` array. ``overflow`` is True where the new word would not fit
+    32 bits, i.e. where its top 16-bit limb is >= n (cannot happen when the spill schedule
+    was followed; then the top quotient limb is 0 and its division is skipped).
     """
     r1 = v.lo & fp.MASK16
     q = fp.shift_right_16(v)
-    top, *digits = fp.limbs(word)
+    top = word >> 16
     n = jnp.asarray(n, jnp.uint32)
-    quotient, r2 = fp.long_divmod(digits + [r1], n, rem=top)
+    (q_hi, q_lo), r2 = fp.long_divmod([word & fp.MASK16, r1], n, rem=top)
     v_new = fp.add(fp.mul_small(q, n), fp.Word(jnp.zeros_like(r2), r2))
-    return v_new, fp.from_limbs(quotient), top >= n
+    return v_new, (q_hi << 16) | q_lo, top >= n
 
 
-def unmul_ratio(v_new: fp.Word, word: fp.Word, n):
+def unmul_ratio(v_new: fp.Word, word, n):
     """The exact inverse of :func:`mul_ratio`: (v, word) from (v', word')."""
     q, r2 = fp.floor_divmod_signed(v_new, n)
-    digits = fp.mul_add_limbs(fp.limbs(word), n, r2)
-    r1 = digits[-1]
-    return fp.shift_left_16_or(q, r1), fp.from_limbs(digits[:-1])
+    b2, b1, r1 = fp.mul_add_limbs([word >> 16, word & fp.MASK16], n, r2)
+    return fp.shift_left_16_or(q, r1), (b2 << 16) | b1
 
 
-def spill(word: fp.Word, slots, flag, slot):
+def spill(word, slots, flag, slot):
     """Before a spilling step (``flag``): move the high half of ``word`` to ``slots[slot]``.
 
-    ``slots`` has shape (S, *word.shape); for other steps the slot is rewritten unchanged.
+    ``slots`` is a (S, *word.shape) ``uint16`` array; for other steps the slot is rewritten
+    unchanged.
     """
     if slots.shape[0] == 0:
         return word, slots
-    slots = slots.at[slot].set(jnp.where(flag, word.hi, slots[slot]))
-    return fp.Word(jnp.where(flag, jnp.zeros_like(word.hi), word.hi), word.lo), slots
+    high = (word >> 16).astype(jnp.uint16)
+    slots = slots.at[slot].set(jnp.where(flag, high, slots[slot]))
+    return jnp.where(flag, word & fp.MASK16, word), slots
 
 
-def restore(word: fp.Word, slots, flag, slot):
+def restore(word, slots, flag, slot):
     """Undo :func:`spill`: (word, mismatch); ``mismatch`` is True where the high half was not 0."""
     if slots.shape[0] == 0:
-        return word, jnp.zeros(word.hi.shape, bool)
-    mismatch = flag & (word.hi != 0)
-    return fp.Word(jnp.where(flag, slots[slot], word.hi), word.lo), mismatch
+        return word, jnp.zeros(word.shape, bool)
+    mismatch = flag & ((word >> 16) != 0)
+    restored = (slots[slot].astype(jnp.uint32) << 16) | (word & fp.MASK16)
+    return jnp.where(flag, restored, word), mismatch
 
 
 @functools.lru_cache(maxsize=256)

@@ -6,7 +6,7 @@ arithmetic is written with ``uint32`` operations (wrapping add, subtract, multip
 so it runs identically with or without ``jax_enable_x64`` and never flips that switch: JAX
 without x64 would silently truncate ``int64`` to ``int32``.
 
-Numbers wider than 64 bits (the 80-bit intermediates of the buffer) are handled as lists of
+Numbers wider than 32 bits (the 48-bit intermediates of the buffer) are lists of
 16-bit *limbs*, most significant first, each held in a ``uint32`` so that a limb times a
 16-bit factor plus a carry never overflows.
 

@@ -72,9 +72,10 @@ class State:
     """Exact state of reversible momentum SGD (a pytree; static parts in the tree structure).
 
     Leaves are per parameter leaf: ``theta``, ``velocity`` (signed words), ``word`` (the
-    buffer word), ``slots`` ((S, *shape) uint32 spilled halves); ``checksums`` (one uint32 per
-    forward call not yet reversed); ``bad_step`` (int32, first overflow step, -1 if none);
-    ``mismatch_step`` (int32, first step where reverse detected a different gradient).
+    buffer word, uint32), ``slots`` ((S, *shape) uint16 spilled halves); ``checksums``
+    (one uint32 per forward call not yet reversed); ``bad_step`` (int32, first overflow
+    step, -1 if none); ``mismatch_step`` (int32, first step where reverse detected a
+    different gradient).
     """
 
     theta: list
@@ -153,8 +154,8 @@ def init(params, *, frac_bits: int = DEFAULT_FRAC_BITS) -> State:
     return State(
         theta=theta,
         velocity=[fp.zeros(s) for s in shapes],
-        word=[fp.zeros(s) for s in shapes],
-        slots=[jnp.zeros((0, *s), jnp.uint32) for s in shapes],
+        word=[jnp.zeros(s, jnp.uint32) for s in shapes],
+        slots=[jnp.zeros((0, *s), jnp.uint16) for s in shapes],
         checksums=(),
         bad_step=jnp.where(bad, 0, -1).astype(jnp.int32),
         mismatch_step=jnp.asarray(-1, jnp.int32),
@@ -185,9 +186,11 @@ def velocity(state: State):
 
 
 def stored_bits(state: State) -> int:
-    """Bits the buffer holds: a 64-bit word plus 32 bits per spilled slot, per parameter."""
+    """Bits the buffer holds: a 32-bit word plus 16 bits per spilled slot, per parameter."""
     return sum(
-        int(np.prod(s.shape[1:], dtype=np.int64)) * (64 + 32 * s.shape[0]) for s in state.slots
+        int(np.prod(s.shape[1:], dtype=np.int64))
+        * (buffer.WORD_BITS + buffer.SLOT_BITS * s.shape[0])
+        for s in state.slots
     )
 
 
@@ -200,7 +203,7 @@ def information_bound(betas, n_params: int) -> float:
 def buffer_is_empty(state: State) -> bool:
     """True when no slot is spilled and every buffer word is 0."""
     return all(s.shape[0] == 0 for s in state.slots) and all(
-        bool(jnp.all(w.hi == 0) & jnp.all(w.lo == 0)) for w in state.word
+        bool(jnp.all(w == 0)) for w in state.word
     )
 
 
@@ -479,7 +482,7 @@ def forward(state: State, grad_fn, alphas, betas, *, _extra=None, _grad3=None) -
         state, alpha_leaves, numerators, state.bounds, n_old
     )
     slots = [
-        jnp.concatenate([s, jnp.zeros((n, *s.shape[1:]), jnp.uint32)])
+        jnp.concatenate([s, jnp.zeros((n, *s.shape[1:]), jnp.uint16)])
         for s, n in zip(state.slots, new_slots, strict=True)
     ]
     words = (state.theta, state.velocity, state.word, slots)
