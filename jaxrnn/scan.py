@@ -101,7 +101,8 @@ def scan(cell, params, carry, xs, *, lengths=None, reverse: bool = False, unroll
     ``lengths[n]`` steps only: its carry stops changing after them, its outputs past them
     are zero and the returned carry is the carry at its length. With ``reverse=True`` each
     sequence is run backwards *within its own length* (from step ``lengths[n] - 1`` down to
-    0), and ``ys[t]`` stays aligned with ``xs[t]``. The plain-Python meaning, per sequence n::
+    0), and ``ys[t]`` stays aligned with ``xs[t]``. The values of the padding never matter,
+    not even NaN, in the outputs or in gradients. The plain-Python meaning, per sequence n::
 
         def scan(cell, params, carry, xs, lengths, reverse):
             T = len(xs)
@@ -143,8 +144,13 @@ def scan(cell, params, carry, xs, *, lengths=None, reverse: bool = False, unroll
 
     def masked_step(c, t_and_x):
         t, x = t_and_x
-        new_c, y = cell(params, c, x)
         active = t < lengths
+        # The cell also runs on padding; it sees zeros there, so that NaN or huge padding
+        # cannot reach the gradient through the discarded branch of the where below.
+        x = jax.tree_util.tree_map(
+            lambda leaf: jnp.where(_broadcast_mask(active, leaf), leaf, jnp.zeros_like(leaf)), x
+        )
+        new_c, y = cell(params, c, x)
         new_c = jax.tree_util.tree_map(
             lambda new, old: jnp.where(_broadcast_mask(active, new), new, old), new_c, c
         )

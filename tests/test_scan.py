@@ -149,6 +149,25 @@ def test_zero_steps_return_the_initial_carry(lengths):
     assert ys.shape == (0, 2, H)
 
 
+@pytest.mark.parametrize("reverse", [False, True])
+def test_nan_padding_reaches_neither_outputs_nor_gradients(reverse):
+    params, xs, h0 = elman_setup(6, 2)
+    lengths = jnp.array([6, 3])
+    zero_pad = xs.at[3:, 1].set(0.0)
+
+    def loss(p, xs):
+        h, ys = jaxrnn.scan(elman.apply, p, h0, xs, lengths=lengths, reverse=reverse)
+        return jnp.sum(h**2) + jnp.sum(ys**3)
+
+    for bad in (jnp.nan, jnp.inf, 1e300):
+        padded = xs.at[3:, 1].set(bad)
+        np.testing.assert_array_equal(loss(params, padded), loss(params, zero_pad))
+        grads, want = jax.grad(loss)(params, padded), jax.grad(loss)(params, zero_pad)
+        for name in params:
+            np.testing.assert_array_equal(grads[name], want[name])
+            assert np.isfinite(grads[name]).all()
+
+
 def test_scan_under_jit_with_traced_lengths():
     params, xs, h0 = elman_setup(5, 2)
     run = jax.jit(lambda lengths: jaxrnn.scan(elman.apply, params, h0, xs, lengths=lengths))
