@@ -15,6 +15,7 @@ the constant error carousel (SPEC §5(d)).
 
 from __future__ import annotations
 
+import numbers
 from functools import partial
 from typing import NamedTuple
 
@@ -36,7 +37,7 @@ SPEC_5C_EIGENVALUES = np.array([0.4, 0.9])
 
 def activation_slope(activation: str, h):
     """sigma'(z) from h = sigma(z): ``1 - h^2`` for tanh, ``h (1 - h)`` for the sigmoid."""
-    if activation not in ACTIVATION_SLOPES:
+    if not isinstance(activation, str) or activation not in ACTIVATION_SLOPES:
         raise ValueError(
             f"activation: expected one of {sorted(ACTIVATION_SLOPES)} (a derivative is needed), "
             f"got {activation!r}"
@@ -127,17 +128,17 @@ def state_jacobian(cell, params, carry, xs, t: int, k: int):
             raise ValueError(f"{name}: expected an int, got {value!r}")
     if not 0 <= k <= t <= n_steps:
         raise ValueError(f"t, k: expected 0 <= k <= t <= T = {n_steps}, got t = {t}, k = {k}")
+    return _state_jacobian(cell, params, carry, xs, t=int(t), k=int(k))
 
-    @jax.jit
-    def jacobian(params, carry, xs):
-        carry_k = scan(cell, params, carry, xs[:k])[0] if k > 0 else carry
 
-        def run_from_k(state):
-            return scan(cell, params, state, xs[k:t])[0] if t > k else state
+@partial(jax.jit, static_argnames=("cell", "t", "k"))  # compiled once per cell, shapes, t, k
+def _state_jacobian(cell, params, carry, xs, *, t, k):
+    carry_k = scan(cell, params, carry, xs[:k])[0] if k > 0 else carry
 
-        return jax.jacobian(run_from_k)(carry_k)
+    def run_from_k(state):
+        return scan(cell, params, state, xs[k:t])[0] if t > k else state
 
-    return jacobian(params, carry, xs)
+    return jax.jacobian(run_from_k)(carry_k)
 
 
 def gradient_norms(cell, params, carry, xs):
@@ -153,27 +154,29 @@ def gradient_norms(cell, params, carry, xs):
     _check_single_sequence(xs)
     n_steps = shape_of(xs)[0]
     zeros = jax.tree_util.tree_map(
-        lambda leaf: jnp.zeros((n_steps,) + leaf.shape, leaf.dtype), carry
+        lambda leaf: jnp.zeros((n_steps,) + jnp.shape(leaf), jnp.result_type(leaf)), carry
     )
-
-    @jax.jit
-    def jacobian(params, carry, xs, zeros):
-        def last_output(perturbations):
-            def step(state, inputs):
-                e, x = inputs
-                state = jax.tree_util.tree_map(jnp.add, state, e)
-                return cell(params, state, x)
-
-            _, ys = jax.lax.scan(step, carry, (perturbations, xs))
-            return ys[-1]
-
-        return jax.jacobian(last_output)(zeros)
-
-    blocks = jax.tree_util.tree_leaves(jacobian(params, carry, xs, zeros))
+    blocks = jax.tree_util.tree_leaves(_last_output_jacobian(cell, params, carry, xs, zeros))
     out = blocks[0].shape[0]
     per_k = jnp.concatenate([b.reshape(out, n_steps, -1) for b in blocks], axis=-1)
     norms = jnp.linalg.norm(jnp.moveaxis(per_k, 1, 0), ord=2, axis=(-2, -1))
     return norms[::-1]
+
+
+@partial(jax.jit, static_argnames="cell")  # compiled once per cell and shapes
+def _last_output_jacobian(cell, params, carry, xs, zeros):
+    """d y_T / d e_k for zero perturbations e_k added to the carry before step k + 1."""
+
+    def last_output(perturbations):
+        def step(state, inputs):
+            e, x = inputs
+            state = jax.tree_util.tree_map(jnp.add, state, e)
+            return cell(params, state, x)
+
+        _, ys = jax.lax.scan(step, carry, (perturbations, xs))
+        return ys[-1]
+
+    return jax.jacobian(last_output)(zeros)
 
 
 def spectral_radius(M) -> float:
@@ -236,6 +239,8 @@ def matrix_power_eig(M, n: int, *, tol: float = 1e-9) -> EigenPower:
     M = _square_matrix(M)
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
         raise ValueError(f"n: expected a non-negative integer, got {n!r}")
+    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not tol > 0:
+        raise ValueError(f"tol: expected a positive number, got {tol!r}")
     eigenvalues, Q = np.linalg.eig(M)
     with np.errstate(all="ignore"):
         try:

@@ -11,13 +11,16 @@ from jaxrnn import dynamics
 from jaxrnn.cells import elman, lstm
 
 
+def normal(seed, shape):
+    """Float64 N(0, 1) samples from NumPy (jax.random would compile a sampler per shape)."""
+    return jnp.asarray(np.random.default_rng(seed).normal(size=shape))
+
+
 def elman_problem(seed, n_steps, batch=(), in_dim=2, hidden=3, scale=1.5):
-    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(seed), 3)
-    params = elman.init(k1, in_dim, hidden, dtype=jnp.float64)
+    params = elman.init(jax.random.PRNGKey(seed), in_dim, hidden, dtype=jnp.float64)
     params["W"] = scale * params["W"]
-    params["b"] = 0.2 * jax.random.normal(k3, (hidden,), jnp.float64)
-    xs = jax.random.normal(k2, (n_steps, *batch, in_dim), jnp.float64)
-    return params, xs
+    params["b"] = 0.2 * normal(seed + 1000, (hidden,))
+    return params, normal(seed, (n_steps, *batch, in_dim))
 
 
 def symmetric_elman(rho, hidden=4, n_steps=25):
@@ -109,6 +112,12 @@ def test_bad_matrix_power_arguments(M, n, match):
         dynamics.matrix_power_eig(M, n)
 
 
+@pytest.mark.parametrize("tol", [0.0, -1.0, "1e-9", True])
+def test_a_bad_tolerance_is_refused_by_name(tol):
+    with pytest.raises(ValueError, match="tol: expected a positive number"):
+        dynamics.matrix_power_eig(np.eye(2), 2, tol=tol)
+
+
 def test_eigen_analysis_under_jit_is_refused():
     with pytest.raises(ValueError, match="concrete"):
         jax.jit(lambda M: dynamics.matrix_power_eig(M, 2).power)(jnp.eye(2))
@@ -142,7 +151,7 @@ def test_saturation_tempers_explosion_below_the_prediction():
     # = rho (W symmetric), so the measured norm is at most rho^d, and saturation makes it
     # far smaller over a long distance.
     params, _ = symmetric_elman(1.3, n_steps=25)
-    xs = 2.0 * jax.random.normal(jax.random.PRNGKey(3), (25, 1), jnp.float64)
+    xs = 2.0 * normal(3, (25, 1))
     measured = np.asarray(dynamics.gradient_norms(elman.apply, params, jnp.zeros(4), xs))
     predicted = dynamics.predicted_norms(params["W"], 25)
     assert np.all(measured <= predicted * (1 + 1e-12))
@@ -159,7 +168,7 @@ def test_carousel_f_1_i_0_makes_dc_t_dc_k_exactly_the_identity():
     # sigmoid(800) == 1.0 and sigmoid(-800) == 0.0 in float64, and their slopes are 0:
     # dc_t/dc_{t-1} = diag(f_t) + (paths through h_{t-1} scaled by f', i, i') = I exactly.
     params = lstm_with_gate_biases(800.0, -800.0, 0.0)
-    xs = jax.random.normal(jax.random.PRNGKey(5), (12, 2), jnp.float64)
+    xs = normal(5, (12, 2))
     carry = (jnp.ones(3), jnp.zeros(3))
     (dc_dc, dc_dh), _ = dynamics.state_jacobian(lstm.apply, params, carry, xs, 12, 2)
     np.testing.assert_array_equal(dc_dc, np.eye(3))
@@ -170,7 +179,7 @@ def test_carousel_f_near_1_i_o_near_0_keeps_the_c_path_and_kills_the_h_path():
     # f ≈ 1 - 4.5e-5, i ≈ o ≈ 4.5e-5: over 30 steps dc/dc ≈ f^30 I ≈ 0.9986 I (SPEC §3(c)),
     # while dh_t/dh_k passes through o ≈ 0 and is about 0.
     params = lstm_with_gate_biases(10.0, -10.0, -10.0)
-    xs = jax.random.normal(jax.random.PRNGKey(6), (31, 2), jnp.float64)
+    xs = normal(6, (31, 2))
     carry = lstm.init_carry((), 3, dtype=jnp.float64)
     (dc_dc, _), (_, dh_dh) = dynamics.state_jacobian(lstm.apply, params, carry, xs, 31, 1)
     np.testing.assert_allclose(dc_dc, np.eye(3), atol=2e-3)
@@ -185,6 +194,7 @@ def test_carousel_f_near_1_i_o_near_0_keeps_the_c_path_and_kills_the_h_path():
         (lambda p, x, A: dynamics.jacobian_chain(A, 2.0, 0), "t"),
         (lambda p, x, A: dynamics.jacobian_chain(A[0, 0], 1, 0), "step_jacobians"),
         (lambda p, x, A: dynamics.elman_step_jacobians(p, x, activation="relu"), "activation"),
+        (lambda p, x, A: dynamics.elman_step_jacobians(p, x, activation=["tanh"]), "activation"),
         (lambda p, x, A: dynamics.elman_step_jacobians({**p, "b": p["U"]}, x), "b"),
         (lambda p, x, A: dynamics.elman_step_jacobians(p, x[:, :1]), "x"),
         (lambda p, x, A: dynamics.state_jacobian(elman.apply, p, jnp.zeros(3), x[None], 1, 0),

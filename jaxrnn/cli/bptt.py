@@ -156,7 +156,7 @@ def tour():
                 *problem,
             )
             yield f"planted mistake [{MISTAKES[mistake]}] -> blamed on {found.blame} (loss to 5)"
-        params, xs, dL_dh = _vector_problem("elman", 12)
+        params, xs, dL_dh = _vector_problem("elman", 8)
         start = time.perf_counter()
         out = bptt.elman(params, xs, dL_dh)
         auto = bptt.check(bptt.elman, "elman", params, xs, dL_dh)
