@@ -146,7 +146,7 @@ def test_elman_mistakes_are_blamed(mistake, blame):
 
 
 def test_elman_options_reach_both_sides():
-    params, xs, dL_dh = elman_tests.make_problem(3, 5, ())
+    params, xs, dL_dh = elman_tests.make_problem(3, T, ())
 
     def hand(p, xs, dL_dh, activation):
         return elman_tests.numpy_bptt(p, xs, dL_dh, activation=activation)
@@ -161,7 +161,7 @@ def test_elman_options_reach_both_sides():
         dL_dh,
         activation="sigmoid",
     )
-    assert wrong.blame == ("z", 5)
+    assert wrong.blame == ("z", T)  # sigma(z) for sigma'(z) is wrong at once, at t = T
 
 
 def test_a_subset_of_names_is_checked_alone():
@@ -185,7 +185,7 @@ def test_the_reference_never_calls_the_librarys_hand_formulas(monkeypatch):
         bptt.lstm_scalar(*scalar_problem())
     assert bptt.check(planted(None), "lstm_scalar", *scalar_problem()).ok
     assert not bptt.check(planted("wrong_gate"), "lstm_scalar", *scalar_problem()).ok
-    params, xs, dL_dh = elman_tests.make_problem(2, 4, ())
+    params, xs, dL_dh = elman_tests.make_problem(2, T, ())
     assert bptt.check(elman_tests.numpy_bptt, "elman", params, xs, dL_dh).ok
 
 
@@ -214,6 +214,9 @@ def test_float32_library_formulas_pass_at_float32_tolerance():
     "hand, model, match",
     [
         (planted(None), "gru", "model"),
+        (planted(None), ["lstm"], "model"),
+        (lambda p, x, d: {"h": [[0.0]] * (T - 1) + [[0.0, 1.0]]}, "lstm_scalar", "'h' of shape"),
+        (lambda p, x, d: {"h": np.zeros(T, complex)}, "lstm_scalar", "'h' of dtype complex"),
         ("not a function", "lstm_scalar", "hand"),
         (lambda p, x, d: [1.0], "lstm_scalar", "hand: expected .* dict"),
         (lambda p, x, d: {}, "lstm_scalar", "non-empty dict"),
@@ -231,6 +234,11 @@ def test_bad_rtol_and_bad_inputs_raise_value_error():
     params, xs, dL_dh = scalar_problem()
     with pytest.raises(ValueError, match="rtol"):
         bptt.check(planted(None), "lstm_scalar", params, xs, dL_dh, rtol=2.0)
+    with pytest.raises(ValueError, match="rtol"):
+        bptt.check(planted(None), "lstm_scalar", params, xs, dL_dh, rtol=True)
+    assert bptt.check(planted(None), "lstm_scalar", params, xs, dL_dh, rtol=np.float32(1e-6)).ok
+    with pytest.raises(ValueError, match="xs: expected real numbers"):
+        bptt.check(planted(None), "lstm_scalar", params, xs.astype(complex), dL_dh)
     with pytest.raises(ValueError, match="dL_dh"):
         bptt.check(planted(None), "lstm_scalar", params, xs, dL_dh[:3])
     with pytest.raises(ValueError, match="xs"):
@@ -244,6 +252,41 @@ def test_report_string_lists_every_name_with_its_numbers():
         assert f"  {name} " in text
     assert "DIFFERS" in text and "blame: 'c' at step 4" in text
     assert jax.numpy.isfinite(report["c"].max_rel_error)
+
+
+def test_report_string_shows_the_blamed_formula_in_general_and_at_its_step():
+    # The wrong-gate mistake is in c̄(t) = ... + c̄(t+1) f(t+1), first wrong at t = 4.
+    text = str(bptt.check(planted("wrong_gate"), "lstm_scalar", *scalar_problem()))
+    assert "Check this formula at t = 4:" in text
+    assert "c̄(t) = h̄(t) o(t) (1 - tanh²(c(t))) + c̄(t+1) f(t+1)" in text
+    assert "c̄(4) = h̄(4) o(4) (1 - tanh²(c(4))) + c̄(5) f(5)" in text
+    # Vector notation: dL/dh_{t-1} through step t, blamed at step 5 (see above).
+    params, xs, dL_dh = lstm_tests.make_problem(1, T, ())
+    hand = lambda p, x, d: lstm_tests.numpy_bptt(p, x, d, mistake="U_not_transposed")  # noqa: E731
+    text = str(bptt.check(hand, "lstm", params, xs, loss_until_K(dL_dh)))
+    assert "dL/dh_{t-1} through step t = U_i^T ā_i" in text and "dL/dh_4 through step 5" in text
+    # A parameter gradient: its formula, no step.
+    text = str(bptt.check(planted("weight_index_shift"), "lstm_scalar", *scalar_problem()))
+    assert "blame: 'w_ih', a parameter gradient" in text
+    assert "w̄_ih = Σ_t ī(t) i(t)(1-i(t)) h(t-1)" in text
+    # At the last step, the step-T+1 terms are said to be 0.
+    params, xs, dL_dh = scalar_problem()
+    text = str(bptt.check(planted("index_shift"), "lstm_scalar", params, xs, dL_dh.at[:].set(1.0)))
+    assert (
+        f"at t = {T} (every step-T+1 term is 0)" in text and f"f̄({T}) = c̄({T}) c({T - 1})" in text
+    )
+
+
+def test_options_are_checked_and_double_sum_reaches_the_reference():
+    params, xs, dL_dh = elman_tests.make_problem(3, T, ())
+    report = bptt.check(bptt.elman, "elman", params, xs, dL_dh, double_sum=False)
+    assert report.ok and "W_double_sum" not in report.quantities
+    with pytest.raises(
+        ValueError, match=r"options: 'lstm_scalar' takes no options, got \['activation'\]"
+    ):
+        bptt.check(planted(None), "lstm_scalar", *scalar_problem(), activation="tanh")
+    with pytest.raises(ValueError, match="double_sum: expected True or False"):
+        bptt.check(bptt.elman, "elman", params, xs, dL_dh, double_sum=1)
 
 
 def test_cli_bptt_check_catches_its_planted_mistake(capsys):
@@ -278,7 +321,7 @@ def test_the_reference_itself_equals_jax_grad_through_the_cells():
     for name in params:
         assert float(ref[name]) == pytest.approx(float(auto[name]), rel=1e-12, abs=1e-15)
 
-    params, xs, dL_dh = lstm_tests.make_problem(0, 5, (2,))
+    params, xs, dL_dh = lstm_tests.make_problem(0, T, (2,))
     ref = reference.lstm(params, xs, dL_dh)
     d_params, d_h0, d_xs = lstm_tests.grads_by_autodiff(params, jnp.zeros((2, 4)), xs, dL_dh)
     for name in params:
@@ -286,7 +329,7 @@ def test_the_reference_itself_equals_jax_grad_through_the_cells():
     np.testing.assert_allclose(ref["x"], d_xs, rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(ref["h_prev"][0], d_h0, rtol=1e-12, atol=1e-15)
 
-    params, xs, dL_dh = elman_tests.make_problem(0, 5, (2,))
+    params, xs, dL_dh = elman_tests.make_problem(0, T, (2,))
     ref = reference.elman(params, xs, dL_dh, activation="sigmoid")
     d_params, d_xs = elman_tests.grads_by_autodiff(params, xs, dL_dh, "sigmoid")
     for name in params:

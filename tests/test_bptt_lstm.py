@@ -62,20 +62,28 @@ def numpy_bptt(params, xs, dL_dh, mistake=None):
     return out
 
 
+def random_sequences(seed, shape, in_dim, hidden):
+    """xs (*shape, in_dim) and dL_dh (*shape, hidden), float64, from NumPy's generator.
+
+    (NumPy, not jax.random: every new shape would compile a sampler.)
+    """
+    rng = np.random.default_rng(seed)
+    xs = jnp.asarray(rng.normal(size=(*shape, in_dim)))
+    return xs, jnp.asarray(rng.normal(size=(*shape, hidden)))
+
+
 def make_problem(seed, n_steps, batch, in_dim=3, hidden=4):
-    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(seed), 3)
-    params = lstm.init(k1, in_dim, hidden, dtype=jnp.float64)
+    params = lstm.init(jax.random.PRNGKey(seed), in_dim, hidden, dtype=jnp.float64)
     params = {k: v + 0.3 if k.startswith("b_") else 2.0 * v for k, v in params.items()}
-    xs = jax.random.normal(k2, (n_steps, *batch, in_dim), jnp.float64)
-    dL_dh = jax.random.normal(k3, (n_steps, *batch, hidden), jnp.float64)
-    return params, xs, dL_dh
+    return params, *random_sequences(seed, (n_steps, *batch), in_dim, hidden)
 
 
 def assert_close_rel(got, want, rtol):
+    """Equal shapes and |got - want| <= rtol max|want| (a relative bound on the quantity)."""
     got, want = np.asarray(got), np.asarray(want)
     assert got.shape == want.shape
     scale = max(float(np.max(np.abs(want))), 1e-300)
-    assert np.max(np.abs(got - want)) <= rtol * scale
+    assert np.max(np.abs(got - want)) <= rtol * scale, (got, want)
 
 
 @jax.jit
@@ -91,7 +99,7 @@ def grads_by_autodiff(params, h0, xs, dL_dh):
 
 def test_params_x_and_h0_gradients_equal_jax_grad():
     batch = (2, 3)
-    params, xs, dL_dh = make_problem(0, 7, batch)
+    params, xs, dL_dh = make_problem(0, 8, batch)
     hand = bptt.lstm(params, xs, dL_dh)
     d_params, d_h0, d_xs = grads_by_autodiff(params, jnp.zeros(batch + (4,)), xs, dL_dh)
     for name in params:
@@ -102,7 +110,7 @@ def test_params_x_and_h0_gradients_equal_jax_grad():
 
 def test_every_adjoint_equals_autodiff_reference():
     # (batched: see test_bptt_check.py::test_the_librarys_own_formulas_pass[lstm])
-    params, xs, dL_dh = make_problem(1, 6, ())
+    params, xs, dL_dh = make_problem(1, 8, ())
     hand, auto = bptt.lstm(params, xs, dL_dh), reference.lstm(params, xs, dL_dh)
     assert set(hand) == set(auto) == set(STEP_NAMES) | set(params)
     for name in hand:
@@ -110,7 +118,7 @@ def test_every_adjoint_equals_autodiff_reference():
 
 
 def test_every_adjoint_equals_an_independent_numpy_loop():
-    params, xs, dL_dh = make_problem(2, 5, ())
+    params, xs, dL_dh = make_problem(2, 8, ())
     hand, loop = bptt.lstm(params, xs, dL_dh), numpy_bptt(params, xs, dL_dh)
     for name in loop:
         assert_close_rel(hand[name], loop[name], 1e-12)
@@ -118,14 +126,14 @@ def test_every_adjoint_equals_an_independent_numpy_loop():
 
 def test_h_prev_is_the_part_through_step_t_and_h_adds_the_direct_term():
     # h̄_{t-1} = dL/dh_{t-1} (direct) + dL/dh_{t-1} through step t: h = dL_dh + shifted h_prev.
-    params, xs, dL_dh = make_problem(3, 6, (2,))
+    params, xs, dL_dh = make_problem(3, 8, (2,))
     hand = bptt.lstm(params, xs, dL_dh)
     np.testing.assert_allclose(hand["h"][:-1], dL_dh[:-1] + hand["h_prev"][1:], rtol=1e-13)
     np.testing.assert_array_equal(hand["h"][-1], dL_dh[-1])
 
 
 def test_pre_and_post_activation_adjoints_differ_by_the_gate_slopes():
-    params, xs, dL_dh = make_problem(4, 5, ())
+    params, xs, dL_dh = make_problem(4, 8, ())
     hand = bptt.lstm(params, xs, dL_dh)
     carry = lstm.init_carry((), 4, dtype=jnp.float64)
     _, hs = jaxrnn.scan(lstm.apply, params, carry, xs)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from jaxrnn._checks import dtype_of, shape_of
+from jaxrnn._checks import dtype_of, is_real, shape_of
 from jaxrnn.scan import scan
 
 
@@ -29,8 +29,10 @@ def check_sequences(xs, dL_dh, *, in_dim: int | None, hidden: int | None):
             f"got {dl_shape}"
         )
     for name, value in (("xs", xs), ("dL_dh", dL_dh)):
-        if not jnp.issubdtype(dtype_of(value), jnp.number):
-            raise ValueError(f"{name}: expected a numeric dtype, got {dtype_of(value)}")
+        if not is_real(dtype_of(value)):
+            raise ValueError(
+                f"{name}: expected real numbers (integer or floating), got {dtype_of(value)}"
+            )
     return jnp.asarray(xs), jnp.asarray(dL_dh)
 
 

@@ -11,23 +11,37 @@ largest step, and within it the quantity computed first) is where the mistake is
 
 from __future__ import annotations
 
+import numbers
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrnn._checks import dtype_of, is_real
 from jaxrnn.bptt import elman as elman_module
 from jaxrnn.bptt import lstm as lstm_module
 from jaxrnn.bptt import lstm_scalar as lstm_scalar_module
 from jaxrnn.bptt import reference
 
 #: model name -> (autodiff reference, per-step names in the order one backward step
-#: computes them). Every other name is a parameter gradient, without a time axis.
+#: computes them, formulas by name, keyword options). Every name not in the per-step names
+#: is a parameter gradient, without a time axis.
 MODELS = {
-    "lstm_scalar": (reference.lstm_scalar, lstm_scalar_module.STEP_NAMES),
-    "lstm": (reference.lstm, lstm_module.STEP_NAMES),
-    "elman": (reference.elman, elman_module.STEP_NAMES),
+    "lstm_scalar": (
+        reference.lstm_scalar,
+        lstm_scalar_module.STEP_NAMES,
+        lstm_scalar_module.FORMULAS,
+        (),
+    ),
+    "lstm": (reference.lstm, lstm_module.STEP_NAMES, lstm_module.FORMULAS, ()),
+    "elman": (
+        reference.elman,
+        elman_module.STEP_NAMES,
+        elman_module.FORMULAS,
+        ("activation", "double_sum"),
+    ),
 }
 
 #: Default relative tolerance per dtype.
@@ -67,6 +81,7 @@ class Report:
     rtol: float
     quantities: dict
     step_order: tuple
+    formulas: dict = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -111,14 +126,43 @@ class Report:
         blame = self.blame
         if blame is None:
             lines.append("all agree: the formulas match autodiff")
-        elif blame[1] is None:
-            lines.append(f"blame: {blame[0]!r} (every per-step adjoint agrees)")
-        else:
+            return "\n".join(lines)
+        name, step = blame
+        template = self.formulas.get(name)
+        if step is None:
+            lines.append(f"blame: {name!r}, a parameter gradient; every per-step adjoint agrees.")
+            if template is not None:
+                lines.append(f"Check this formula:\n    {template}")
+            return "\n".join(lines)
+        lines.append(
+            f"blame: {name!r} at step {step}, the first value the backward pass "
+            f"(t = {self.n_steps}..1) gets wrong;\n"
+            f"every value you return that it computes before this one agrees."
+        )
+        if template is not None:
+            at_last = " (every step-T+1 term is 0)" if step == self.n_steps else ""
             lines.append(
-                f"blame: {blame[0]!r} at step {blame[1]}, the first value the backward pass "
-                f"(t = {self.n_steps}..1) gets wrong; errors in other names may follow from it"
+                f"Check this formula at t = {step}{at_last}:\n"
+                f"    {_render(template, None)}\n    {_render(template, step)}"
             )
+        lines.append(f"Errors at steps before {step} and in other names may follow from it.")
         return "\n".join(lines)
+
+
+def _render(template: str, step: int | None) -> str:
+    """A formula with its step marks [t], [t+1], [t-1] written out, generally or at ``step``.
+
+    ``"c̄([t]) = ... c̄([t+1])"`` -> ``"c̄(t) = ... c̄(t+1)"`` or ``"c̄(4) = ... c̄(5)"``;
+    a subscript ``_[t+1]`` becomes ``_{t+1}`` in the general form.
+    """
+
+    def write(match):
+        underscore, sign = match.group(1), match.group(2) or ""
+        if step is not None:
+            return f"{underscore}{step + {'': 0, '+1': 1, '-1': -1}[sign]}"
+        return f"_{{t{sign}}}" if underscore and sign else f"{underscore}t{sign}"
+
+    return re.sub(r"(_?)\[t([+-]1)?\]", write, template)
 
 
 def _compare(name, got, ref, rtol, per_step) -> Quantity:
@@ -151,21 +195,31 @@ def check(hand, model: str, params, xs, dL_dh, *, rtol: float | None = None, **o
       model: ``"lstm_scalar"``, ``"lstm"`` or ``"elman"``.
       params, xs, dL_dh: as for ``jaxrnn.bptt.<model>``.
       rtol: relative tolerance; default 1e-9 in float64, 1e-4 in float32.
-      options: passed to both, e.g. ``activation="sigmoid"`` for the Elman RNN.
+      options: passed to both; the Elman RNN takes ``activation`` and ``double_sum``.
 
     Returns:
       A :class:`Report`: ``report.ok``, ``report[name]`` (max errors, ``first_step``,
       ``ok``), ``report.blame`` and a readable ``str(report)``.
 
     Raises:
-      ValueError: an unknown model, a non-callable ``hand``, a result that is not a dict,
-        unknown names or wrong shapes (naming them).
+      ValueError: an unknown model or option, a bad ``rtol``, a non-callable ``hand``, a
+        result that is not a dict, unknown names, wrong shapes or non-real values (naming
+        them).
     """
-    if model not in MODELS:
+    if not isinstance(model, str) or model not in MODELS:
         raise ValueError(f"model: expected one of {sorted(MODELS)}, got {model!r}")
     if not callable(hand):
         raise ValueError(f"hand: expected a function (params, xs, dL_dh) -> dict, got {hand!r}")
-    reference_fn, step_names = MODELS[model]
+    reference_fn, step_names, formulas, known_options = MODELS[model]
+    unknown = sorted(set(options) - set(known_options))
+    if unknown:
+        raise ValueError(
+            f"options: {model!r} takes {list(known_options) or 'no options'}, got {unknown}"
+        )
+    if rtol is not None and not (
+        isinstance(rtol, numbers.Real) and not isinstance(rtol, bool) and 0 < rtol < 1
+    ):
+        raise ValueError(f"rtol: expected a number in (0, 1), got {rtol!r}")
     expected = reference_fn(params, xs, dL_dh, **options)
     got = hand(params, xs, dL_dh, **options)
     if not isinstance(got, Mapping) or not got:
@@ -179,16 +233,19 @@ def check(hand, model: str, params, xs, dL_dh, *, rtol: float | None = None, **o
             f"hand: returned unknown names {unknown}; the names of {model!r} are {sorted(expected)}"
         )
     for name, value in got.items():
-        if np.shape(value) != expected[name].shape:
+        try:
+            shape = np.shape(value)
+        except ValueError:  # a ragged nested list
+            shape = "ragged"
+        if shape != expected[name].shape:
             raise ValueError(
-                f"hand: returned {name!r} of shape {np.shape(value)}, expected "
-                f"{expected[name].shape}"
+                f"hand: returned {name!r} of shape {shape}, expected {expected[name].shape}"
             )
+        if not is_real(dtype_of(value)):
+            raise ValueError(f"hand: returned {name!r} of dtype {dtype_of(value)}, expected reals")
     dtype = np.dtype(expected[next(iter(got))].dtype)
     if rtol is None:
         rtol = DEFAULT_RTOL.get(dtype, 1e-4)
-    if not (isinstance(rtol, (int, float)) and 0 < rtol < 1):
-        raise ValueError(f"rtol: expected a number in (0, 1), got {rtol!r}")
     order = [name for name in step_names if name in got]
     order += [name for name in expected if name in got and name not in step_names]
     quantities = {
@@ -202,4 +259,5 @@ def check(hand, model: str, params, xs, dL_dh, *, rtol: float | None = None, **o
         rtol=float(rtol),
         quantities=quantities,
         step_order=tuple(step_names),
+        formulas=dict(formulas),
     )

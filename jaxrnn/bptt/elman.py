@@ -31,6 +31,18 @@ from jaxrnn.dynamics import activation_slope, elman_states, elman_step_jacobians
 #: Per-step names in the order the backward pass computes them within one step.
 STEP_NAMES = ("h", "z", "x")
 
+#: Name -> its formula, for the checker's report ([t], [t+1], [t-1] mark the steps).
+FORMULAS = {
+    "h": "h̄_[t] = dL/dh_[t] + W^T z̄_[t+1]",
+    "z": "z̄_[t] = h̄_[t] ⊙ σ'(z_[t])",
+    "x": "x̄_[t] = U^T z̄_[t]",
+    "W": "W̄ = Σ_t z̄_t h_{t-1}^T",
+    "W_double_sum": "W̄ = Σ_t Σ_{k<=t} ((dL/dh_t)^T dh_t/dh_k ⊙ σ'(z_k)) h_{k-1}^T, "
+    "dh_t/dh_k = Π_{j=t..k+1} diag(σ'(z_j)) W",
+    "U": "Ū = Σ_t z̄_t x_t^T",
+    "b": "b̄ = Σ_t z̄_t",
+}
+
 
 def double_sum_dW(step_jacobians, slopes, h_prev, dL_dh):
     """W̄ = sum_t sum_{k<=t} ((dL_dh_t^T dh_t/dh_k) * sigma'(z_k)) h_{k-1}^T, O(T^2 H^3).

@@ -41,6 +41,28 @@ STEP_NAMES = ("h", "o", "c", "f", "i", "g", "o_pre", "f_pre", "i_pre", "g_pre", 
 #: Gate name -> the suffix of its parameters (the candidate g uses W_c, U_c, b_c).
 PARAM_SUFFIX = {"i": "i", "f": "f", "o": "o", "g": "c"}
 
+_SUM_U = "U_i^T ā_i + U_f^T ā_f + U_o^T ā_o + U_c^T ā_g"
+_SUM_W = "W_i^T ā_i + W_f^T ā_f + W_o^T ā_o + W_c^T ā_g"
+_SLOPE = {q: f"{q}_[t] ⊙ (1 - {q}_[t])" for q in "ifo"} | {"g": "(1 - g_[t]²)"}
+_BAR = {"i": "ī", "f": "f̄", "o": "ō", "g": "ḡ"}
+
+#: Name -> its formula, for the checker's report ([t], [t+1], [t-1] mark the steps;
+#: ā_q are the pre-activation adjoints).
+FORMULAS = {
+    "h": f"h̄_[t] = dL/dh_[t] + {_SUM_U}, with the ā of step [t+1]",
+    "o": "ō_[t] = h̄_[t] ⊙ tanh(c_[t])",
+    "c": "c̄_[t] = h̄_[t] ⊙ o_[t] ⊙ (1 - tanh²(c_[t])) + c̄_[t+1] ⊙ f_[t+1]",
+    "f": "f̄_[t] = c̄_[t] ⊙ c_[t-1]",
+    "i": "ī_[t] = c̄_[t] ⊙ g_[t]",
+    "g": "ḡ_[t] = c̄_[t] ⊙ i_[t]",
+    **{f"{q}_pre": f"ā_{q} at step [t] = {_BAR[q]}_[t] ⊙ {_SLOPE[q]}" for q in "ifog"},
+    "x": f"x̄_[t] = {_SUM_W}, with the ā of step [t]",
+    "h_prev": f"dL/dh_[t-1] through step [t] = {_SUM_U}, with the ā of step [t]",
+    **{f"W_{s}": f"W̄_{s} = Σ_t ā_{q} x_t^T" for q, s in PARAM_SUFFIX.items()},
+    **{f"U_{s}": f"Ū_{s} = Σ_t ā_{q} h_{{t-1}}^T" for q, s in PARAM_SUFFIX.items()},
+    **{f"b_{s}": f"b̄_{s} = Σ_t ā_{q}" for q, s in PARAM_SUFFIX.items()},
+}
+
 
 def lstm(params: dict, xs, dL_dh) -> dict:
     """Every adjoint of the vector LSTM by the hand recursions above (zero initial state).

@@ -33,6 +33,23 @@ from jaxrnn.cells import lstm_scalar as cell
 #: Per-step names in the order the backward pass computes them within one step.
 STEP_NAMES = ("h", "o", "c", "f", "i", "g")
 
+_SLOPE = {q: f"{q}(t)(1-{q}(t))" for q in "ifo"} | {"g": "(1-g(t)²)"}
+_BAR = {"i": "ī", "f": "f̄", "o": "ō", "g": "ḡ"}
+
+#: Name -> its formula, for the checker's report ([t], [t+1], [t-1] mark the steps).
+FORMULAS = {
+    "h": "h̄([t]) = dL/dh([t]) + w_ih ī([t+1]) i([t+1])(1-i([t+1])) "
+    "+ w_fh f̄([t+1]) f([t+1])(1-f([t+1])) + w_oh ō([t+1]) o([t+1])(1-o([t+1])) "
+    "+ w_gh ḡ([t+1]) (1-g([t+1])²)",
+    "o": "ō([t]) = h̄([t]) tanh(c([t]))",
+    "c": "c̄([t]) = h̄([t]) o([t]) (1 - tanh²(c([t]))) + c̄([t+1]) f([t+1])",
+    "f": "f̄([t]) = c̄([t]) c([t-1])",
+    "i": "ī([t]) = c̄([t]) g([t])",
+    "g": "ḡ([t]) = c̄([t]) i([t])",
+    **{f"w_{q}x": f"w̄_{q}x = Σ_t {_BAR[q]}(t) {_SLOPE[q]} x(t)" for q in "ifog"},
+    **{f"w_{q}h": f"w̄_{q}h = Σ_t {_BAR[q]}(t) {_SLOPE[q]} h(t-1)" for q in "ifog"},
+}
+
 
 def lstm_scalar(params: dict, xs, dL_dh) -> dict:
     """The total adjoints of the univariate LSTM per step, and its eight weight gradients.
@@ -46,9 +63,9 @@ def lstm_scalar(params: dict, xs, dL_dh) -> dict:
             o_bar[t] = h_bar[t] * tanh(c[t])
             c_bar[t] = h_bar[t] * o[t] * (1 - tanh(c[t])**2) + c_next * f_next
             f_bar[t], i_bar[t], g_bar[t] = c_bar[t] * c[t-1], c_bar[t] * g[t], c_bar[t] * i[t]
-            h_next = sum(w[q + "h"] * q_bar[t] * s_q[t] for q in "ifog")
+            h_next = sum(w[f"w_{q}h"] * q_bar[t] * s_q[t] for q in "ifog")
             c_next, f_next = c_bar[t], f[t]
-        w_bar[q + "x"] = sum(q_bar * s_q * x);  w_bar[q + "h"] = sum(q_bar * s_q * h_prev)
+        w_bar[f"w_{q}x"] = sum(q_bar * s_q * x);  w_bar[f"w_{q}h"] = sum(q_bar * s_q * h_prev)
 
     Args:
       params: the eight scalar weights of ``jaxrnn.cells.lstm_scalar``.

@@ -93,17 +93,23 @@ def lstm_scalar(params: dict, xs, dL_dh) -> dict:
     return {**{n: d_e[n] for n in ("h", "c", "o", "f", "i", "g")}, **d_params}
 
 
-def elman(params: dict, xs, dL_dh, *, activation: str = "tanh") -> dict:
+def elman(params: dict, xs, dL_dh, *, activation: str = "tanh", double_sum: bool = True) -> dict:
     """Autodiff adjoints of the Elman RNN: the names and meanings of ``jaxrnn.bptt.elman``.
 
     e["h"](t) is added to h_t after the cell computes it (total h̄_t); e["z"](t) is added to
-    the bias at step t only, hence to z_t (dL/dz_t). ``"W_double_sum"`` is dL/dW as well.
+    the bias at step t only, hence to z_t (dL/dz_t). ``"W_double_sum"`` (left out when
+    ``double_sum=False``) is dL/dW as well.
     """
     hidden, in_dim = check_matrix(params, "U")
     check_params(params, elman_cell.param_shapes(in_dim, hidden))
     xs, dL_dh = check_sequences(xs, dL_dh, in_dim=in_dim, hidden=hidden)
     activation_slope(activation, 0.0)  # only the activations the hand BPTT knows
-    return _elman(params, xs, dL_dh, activation)
+    if not isinstance(double_sum, bool):
+        raise ValueError(f"double_sum: expected True or False, got {double_sum!r}")
+    adjoints = _elman(params, xs, dL_dh, activation)
+    if not double_sum:
+        del adjoints["W_double_sum"]
+    return adjoints
 
 
 @partial(jax.jit, static_argnums=3)
