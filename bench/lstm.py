@@ -214,7 +214,7 @@ CHOICES = {
     "unroll 8": Choices(unroll=8, backward_unroll=8),
     "sigmoid as jax.nn.sigmoid": Choices(sigmoid_via_tanh=False),
     "input projection hoisted out of the scan": Choices(hoist_input=True),
-    "weight/input grads accumulated in the loop": Choices(grads_after_scan=False),
+    "weight/input grads as matmuls after the reverse scan": Choices(grads_after_scan=True),
     "one matmul per step, [x_t, h] [W; U]": Choices(one_matmul=True),
     "batch as 2 independent scans": Choices(batch_split=2),
 }
@@ -277,7 +277,7 @@ def profile_table(params, xs, rounds):
     flops = 2 * T * B * 4 * H * (D + H)  # one pass of the two matmuls over all steps
     parts = {
         "forward with residuals (scan)": lambda: jax.block_until_ready(fwd(W, U, b, c0, h0, xs)),
-        "backward (reverse scan + weight/input matmuls)": lambda: jax.block_until_ready(
+        "backward (reverse scan, weight/input gradients in it)": lambda: jax.block_until_ready(
             bwd(residuals, cotangents)
         ),
     }
@@ -357,10 +357,11 @@ bytes beyond the inputs); for PyTorch, the profiler's allocation events
   zbar_t U^T (4.3 GFLOP) are 2 x {T} small sequential matmuls ({B} x 320 x 1024 and
   {B} x 1024 x 256); XLA:CPU (YNNPACK dots) appears to run each on one core (process CPU
   time about equal to wall time for the forward), at best about 150-190 GFLOP/s for these
-  shapes (one {B} x 256 x 1024 step alone: 0.09 ms), so these two cost at least 50-65 ms. The other
-  6.4 GFLOP (x^T zbar, h^T zbar, zbar W^T) are three large matmuls after the reverse scan
-  and can use every core. PyTorch's forward hoists x W out of the loop and its
-  matmuls are multi-threaded.
+  shapes (one {B} x 256 x 1024 step alone: 0.09 ms), so these two cost at least
+  50-65 ms. The other 6.4 GFLOP (x^T zbar, h^T zbar, zbar W^T) are off the critical path:
+  by default they are accumulated step by step inside the reverse scan (measured faster
+  here, on a loaded machine), or, as a choice, three large matmuls after it that can use
+  every core. PyTorch's forward hoists x W out of the loop; its matmuls are multi-threaded.
 - Ceiling: with one core for the two recursions, the fast path's forward+backward is
   bounded below by roughly 80-95 ms on this machine, about PyTorch's own time when idle
   (98 ms fwd+bwd, 19 ms forward, measured on the idle machine at the start of the same

@@ -22,7 +22,7 @@ CHOICES = {
     "unroll3_backward8": Choices(unroll=3, backward_unroll=8),
     "plain_sigmoid": Choices(sigmoid_via_tanh=False),
     "hoisted_input": Choices(hoist_input=True),
-    "grads_in_loop": Choices(grads_after_scan=False),
+    "grads_after_scan": Choices(grads_after_scan=True),
     "batch_in_3_chunks": Choices(batch_split=3),
     "one_matmul": Choices(one_matmul=True),
 }

@@ -23,8 +23,9 @@ The forward pass stores the local derivatives R_t = [g i(1-i), c_{t-1} f(1-f),
 tanh(c_t) o(1-o), i (1-g^2)], C_t = o (1 - tanh(c_t)^2) and f_t, so that a backward step is
 ``cbar_t = cbar + hbar_t C_t;  zbar_t = R_t * [cbar_t, cbar_t, hbar_t, cbar_t]`` and nothing
 is recomputed. Only the two recursions (cbar, hbar) are sequential; the weight and input
-gradients are sums over all steps and run, by default, as single matmuls after the reverse
-scan. Under a mask, a masked-off step passes (cbar, hbar) through unchanged and has
+gradients are sums over all steps, accumulated in the reverse scan by default (off the
+critical path of the recursion) or, as a choice, computed as single matmuls after it.
+Under a mask, a masked-off step passes (cbar, hbar) through unchanged and has
 zbar_t = 0 (its R_t = 0, C_t = 0, f_t = 1).
 
 How each step is computed is a :class:`Choices`; the defaults are the fastest measured on
@@ -60,7 +61,7 @@ class Choices(NamedTuple):
     sigmoid_via_tanh: bool = True
     hoist_input: bool = False
     one_matmul: bool = False
-    grads_after_scan: bool = True
+    grads_after_scan: bool = False
     batch_split: int = 1
 
 
