@@ -49,7 +49,12 @@ def hand_params(dtype=jnp.float32) -> dict:
 
         U = [[1, 1], [1, 1], [1, 1]]    W = [[0, 1, 0], [0, 1, 0], [0, 1, 0]]
         b_h = [-1/2, -3/2, -5/2]        V = [[1, -1, 1]]        b_y = [-1/2]
+
+    Args:
+      dtype: a floating dtype (the biases are halves).
     """
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise ValueError(f"dtype: expected a floating dtype, got {jnp.dtype(dtype).name}")
     return {
         "U": jnp.ones((3, 2), dtype),
         "W": jnp.array([[0, 1, 0], [0, 1, 0], [0, 1, 0]], dtype),

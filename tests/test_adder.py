@@ -241,6 +241,8 @@ def test_bad_addends_and_bit_counts():
         adder.verify(p, True)
     with pytest.raises(ValueError, match="a: expected one integer"):
         adder.trace(p, [1, 2], 1, 4)
+    with pytest.raises(ValueError, match="dtype: expected a floating dtype, got int32"):
+        adder.hand_params(jnp.int32)  # would truncate the biases -1/2, -3/2, -5/2
     with pytest.raises(
         ValueError, match=r"a, b: expected shapes that broadcast .* \(3,\) and \(4,\)"
     ):
