@@ -243,6 +243,7 @@ def matrix_power_eig(M, n: int, *, tol: float = 1e-9) -> EigenPower:
         raise ValueError(f"tol: expected a positive number, got {tol!r}")
     eigenvalues, Q = np.linalg.eig(M)
     with np.errstate(all="ignore"):
+        condition = float(np.linalg.cond(Q))
         try:
             Q_inv = np.linalg.inv(Q)
             rebuilt = (Q * eigenvalues) @ Q_inv
@@ -252,8 +253,10 @@ def matrix_power_eig(M, n: int, *, tol: float = 1e-9) -> EigenPower:
     if not residual <= tol:
         raise ValueError(
             f"M: Q Λ Q^-1 does not reproduce M (relative residual {residual:.3g} > tol {tol:g}); "
-            f"M is defective (not diagonalisable), e.g. a Jordan block, with eigenvalues "
-            f"{np.round(eigenvalues, 6).tolist()}; M^n by eigendecomposition would be wrong"
+            f"M is defective (not diagonalisable), e.g. a Jordan block, or so nearly defective "
+            f"that its eigenvectors are numerically parallel (cond(Q) = {condition:.3g}); "
+            f"eigenvalues {np.round(eigenvalues, 6).tolist()}; M^n by eigendecomposition would "
+            f"be wrong"
         )
     power = (Q * eigenvalues**n) @ Q_inv
     if np.isrealobj(M):

@@ -165,7 +165,7 @@ def test_carousel_of_spec_3c_c_bar_passes_h_bar_vanishes():
 
 
 def test_batch_dims_are_independent_sequences():
-    params, xs, dL_dh = make_problem(2, 5)
+    params, xs, dL_dh = make_problem(2, 8)
     xs2 = jnp.stack([xs, -xs], axis=1)
     dl2 = jnp.stack([dL_dh, 2 * dL_dh], axis=1)
     both = bptt.lstm_scalar(params, xs2, dl2)

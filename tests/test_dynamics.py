@@ -97,6 +97,17 @@ def test_a_defective_matrix_is_refused_with_its_residual(M):
         dynamics.matrix_power_eig(np.array(M), 5)
 
 
+def test_a_nearly_defective_matrix_is_refused_when_the_power_would_be_wrong():
+    # [[0.9, 1], [0, 0.9 + d]] is diagonalisable for d != 0, but its eigenvectors are at an
+    # angle of about d: cond(Q) ~ 2/d. At d = 1e-4 Q Λ^30 Q^-1 is still right to ~1e-14; at
+    # d = 1e-8 Q Λ Q^-1 misses M by more than tol, and the refusal says how ill-conditioned Q is.
+    near = np.array([[0.9, 1.0], [0.0, 0.9 + 1e-4]])
+    result = dynamics.matrix_power_eig(near, 30)
+    np.testing.assert_allclose(result.power, np.linalg.matrix_power(near, 30), rtol=1e-12)
+    with pytest.raises(ValueError, match=r"nearly defective .*cond\(Q\) = 2e\+08"):
+        dynamics.matrix_power_eig(np.array([[0.9, 1.0], [0.0, 0.9 + 1e-8]]), 30)
+
+
 @pytest.mark.parametrize(
     "M, n, match",
     [
