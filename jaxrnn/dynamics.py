@@ -46,7 +46,18 @@ def activation_slope(activation: str, h):
 
 
 def elman_states(params: dict, xs, *, activation: str = "tanh"):
-    """h_1..h_T of the Elman RNN from h_0 = 0, shape (T, *batch, H), and h_0."""
+    """h_1..h_T of the Elman RNN from h_0 = 0, shape (T, *batch, H), and h_0 (*batch, H).
+
+    Reference loop::
+
+        h = h0 = zeros((*batch, H)); hs = []
+        for x in xs:
+            h = sigma(W @ h + U @ x + b); hs.append(h)
+
+    Args:
+      params: ``{"W": (H, H), "U": (H, D), "b": (H,)}``; xs: (T, *batch, D);
+      activation: ``"tanh"`` or ``"sigmoid"``.
+    """
     hidden, in_dim = check_matrix(params, "U")
     check_params(params, elman.param_shapes(in_dim, hidden))
     activation_slope(activation, 0.0)  # validates the name
@@ -117,9 +128,26 @@ def state_jacobian(cell, params, carry, xs, t: int, k: int):
     For the Elman cell this is dh_t/dh_k (H, H); for the LSTM a nested pair
     ``((dc_t/dc_k, dc_t/dh_k), (dh_t/dc_k, dh_t/dh_k))`` of (H, H) blocks.
 
+    Reference loop (the Jacobian of ``run_from_k`` at the carry after step k)::
+
+        for x in xs[:k]:
+            carry, _ = cell(params, carry, x)          # carry_k
+
+        def run_from_k(state):
+            for x in xs[k:t]:
+                state, _ = cell(params, state, x)
+            return state                                # carry_t
+
+        jax.jacobian(run_from_k)(carry)
+
     Args:
       cell: ``cell(params, carry, x) -> (carry, y)``, e.g. ``jaxrnn.cells.lstm.apply``.
+      params: the cell's parameters.
       carry: the initial carry (leaves of shape (H,)); xs: one sequence (T, D).
+      t, k: ints with 0 <= k <= t <= T.
+
+    Returns:
+      d carry_t / d carry_k: (H, H) for a single-array carry, else the nested blocks above.
     """
     _check_single_sequence(xs)
     n_steps = shape_of(xs)[0]
@@ -147,6 +175,21 @@ def gradient_norms(cell, params, carry, xs):
     A zero perturbation e_k is added to the carry after each step k = 0..T-1 and the
     Jacobian of the last output y_T w.r.t. all of them is taken at e = 0; its block for k,
     flattened over the carry's leaves to a matrix, has spectral norm ``norms[T-k-1]``.
+
+    Reference loop (``e`` the zero perturbations, one per step)::
+
+        def last_output(e):
+            state = carry
+            for k, x in enumerate(xs):
+                state, y = cell(params, state + e[k], x)
+            return y                                    # y_T
+
+        J = jax.jacobian(last_output)(zeros)            # J[:, k]: dy_T / d carry_k
+        norms[T - k - 1] = ||J[:, k]||_2                # distance d = T - k
+
+    Args:
+      cell: ``cell(params, carry, x) -> (carry, y)``; params: its parameters.
+      carry: the initial carry (leaves of shape (H,)); xs: one sequence (T, D).
 
     Returns:
       (T,) array; entry [d-1] is the norm at distance d.
