@@ -298,6 +298,18 @@ def test_cli_bptt_check_catches_its_planted_mistake(capsys):
     assert out.count("ok = True") == 4  # the fixed student code and the library's 3 models
 
 
+@pytest.mark.parametrize(
+    "argv, message",
+    [(["--steps", "0"], "--steps: expected a positive integer, got 0"),
+     (["--loss-until", "9"], "--loss-until: expected 1..8, got 9")],
+)  # fmt: skip
+def test_cli_bptt_check_refuses_bad_sizes(argv, message, capsys):
+    from jaxrnn.cli import main
+
+    assert main(["bptt", "check", *argv]) == 2
+    assert message in capsys.readouterr().out
+
+
 def test_tour_section_reports_measured_numbers():
     from jaxrnn.cli import bptt as section
 

@@ -27,7 +27,8 @@ def student_lstm_scalar(params, xs, dL_dh, mistake=None):
     gate = {q: [0.0] * (n + 2) for q in "ifog"}
     for t in range(1, n + 1):
         z = {q: w[f"w_{q}x"] * xs[t - 1] + w[f"w_{q}h"] * h[t - 1] for q in "ifog"}
-        gate.update({q: gate[q][:t] + [sig(z[q])] + gate[q][t + 1 :] for q in "ifo"})
+        for q in "ifo":
+            gate[q][t] = sig(z[q])
         gate["g"][t] = math.tanh(z["g"])
         c[t] = gate["f"][t] * c[t - 1] + gate["i"][t] * gate["g"][t]
         h[t] = gate["o"][t] * math.tanh(c[t])
@@ -84,6 +85,9 @@ def run_check(args) -> int:
 
     from jaxrnn import bptt
 
+    if args.steps < 1:
+        print(f"--steps: expected a positive integer, got {args.steps}")
+        return 2
     if not 1 <= args.loss_until <= args.steps:
         print(f"--loss-until: expected 1..{args.steps}, got {args.loss_until}")
         return 2
