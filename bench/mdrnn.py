@@ -37,11 +37,19 @@ GPU_STEP_US = 5.0  # assumed floor per sequential loop iteration on a GPU (launc
 GPU_GFLOPS = 10_000.0  # assumed useful float32 throughput of a GPU on these small matmuls
 
 
-def interleaved(fns: dict, args, repeats: int = REPEATS) -> dict:
-    """Median seconds per call of each fn(*args), measured round-robin after warm-up."""
+def interleaved(fns: dict, args, repeats: int = REPEATS, budget: float = 0.5) -> dict:
+    """Median seconds per call of each fn(*args), measured round-robin after warm-up.
+
+    Fast calls are repeated more (up to ``budget`` seconds per contender, at most 101 runs),
+    so that the medians of sub-millisecond calls are not at the mercy of one busy moment.
+    """
+    first = []
     for fn in fns.values():
         jax.block_until_ready(fn(*args))
+        start = time.perf_counter()
         jax.block_until_ready(fn(*args))
+        first.append(time.perf_counter() - start)
+    repeats = max(repeats, min(101, int(budget / max(max(first), 1e-6))))
     times = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
@@ -167,8 +175,8 @@ def main() -> None:
         "",
         machine_line(),
         "",
-        f"G x G grids, D = hidden = {DIM}, float32, CPU; medians of {REPEATS} interleaved runs "
-        "after warm-up. Steps are measured from the traced programs "
+        f"G x G grids, D = hidden = {DIM}, float32, CPU; medians of {REPEATS} to 101 interleaved "
+        "runs after warm-up. Steps are measured from the traced programs "
         "(`mdrnn.sequential_steps`). GFLOP/s are useful flops (`n_flops`, ×3 for fwd+bwd) "
         "per second, against a 2048² float32 matmul measured in the same run. The raster is "
         "`raster_fast`: input projection hoisted out of the loop, [W_W; W_N] fused into one "

@@ -50,13 +50,21 @@ RUNNERS = {
 }
 JITTED = {name: jax.jit(run) for name, run in RUNNERS.items()}
 
-sides = st.integers(1, 7)
+sides = st.integers(2, 7)
+grid_shapes = st.one_of(
+    st.just((1, 1)),
+    st.tuples(st.just(1), sides),
+    st.tuples(sides, st.just(1)),
+    st.tuples(sides, sides),
+)
 batches = st.sampled_from([(), (2,), (2, 1)])
 
 
-@settings(max_examples=12)
-@given(height=sides, width=sides, batch=batches, seed=st.integers(0, 2**16))
-def test_every_runner_equals_numpy_double_loop_float64(height, width, batch, seed):
+@settings(max_examples=6)
+@given(shape=grid_shapes, batch=batches, seed=st.integers(0, 2**16))
+def test_every_runner_equals_numpy_double_loop_float64(shape, batch, seed):
+    """1x1, 1xW, Hx1 and HxW grids: every runner equals the double loop and each other."""
+    height, width = shape
     params, x = setup(height, width, batch, seed=seed)
     expected = numpy_batch(params, x)
     got = {name: run(params, x) for name, run in JITTED.items()}
@@ -66,8 +74,8 @@ def test_every_runner_equals_numpy_double_loop_float64(height, width, batch, see
     np.testing.assert_allclose(got["wavefront"], got["raster"], rtol=1e-13, atol=1e-13)
 
 
-@pytest.mark.parametrize("shape", [(1, 1), (1, 7), (7, 1), (1, 30), (30, 1)])
-def test_degenerate_grids(shape):
+@pytest.mark.parametrize("shape", [(1, 30), (30, 1)])
+def test_long_thin_grids(shape):
     params, x = setup(*shape, batch=(2,))
     expected = numpy_batch(params, x)
     for name, run in JITTED.items():

@@ -78,7 +78,7 @@ PARAMS = mdrnn.init(jax.random.PRNGKey(0), 3, 4, dtype=jnp.float64)
 # ---- gradients -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("shape", [(1, 1), (4, 1), (5, 7)])
+@pytest.mark.parametrize("shape", [(4, 1), (5, 7)])
 def test_gradients_through_wavefront_equal_raster(shape):
     x = grid_inputs((2, *shape))
     target = jax.random.normal(jax.random.PRNGKey(5), (2, *shape, 4), jnp.float64)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._checks import check_matrix, check_params, check_positive_int, shape_of
+from jaxrnn._checks import check_matrix, check_params, check_positive_int, dtype_of, shape_of
 from jaxrnn.cells._common import check_sizes, resolve_activation, uniform_weights
 
 
@@ -56,9 +56,8 @@ def check_grid(x, in_dim: int, *, name: str = "x") -> tuple[tuple[int, ...], int
         raise ValueError(f"{name}: expected shape (*batch, H, W, {in_dim}), got {shape}")
     if shape[-3] < 1 or shape[-2] < 1:
         raise ValueError(f"{name}: expected a grid with H >= 1 and W >= 1, got shape {shape}")
-    dtype = getattr(x, "dtype", None) or jnp.asarray(x).dtype
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise ValueError(f"{name}: expected a floating dtype, got {dtype}")
+    if not jnp.issubdtype(dtype_of(x), jnp.floating):
+        raise ValueError(f"{name}: expected a floating dtype, got {dtype_of(x)}")
     return tuple(shape[:-3]), shape[-3], shape[-2]
 
 

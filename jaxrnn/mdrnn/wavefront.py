@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrnn._checks import check_positive_int, is_concrete, shape_of
+from jaxrnn._checks import check_positive_int, dtype_of, is_concrete, shape_of
 from jaxrnn.cells._common import resolve_activation
 from jaxrnn.mdrnn import cell
 
@@ -175,9 +175,8 @@ def check_sizes_arg(sizes, batch: tuple[int, ...], height: int, width: int):
     shape = shape_of(sizes)
     if shape != (*batch, 2):
         raise ValueError(f"sizes: expected shape (*batch, 2) = {(*batch, 2)}, got {shape}")
-    dtype = getattr(sizes, "dtype", None) or np.asarray(sizes).dtype
-    if not jnp.issubdtype(dtype, jnp.integer):
-        raise ValueError(f"sizes: expected an integer dtype, got {dtype}")
+    if not jnp.issubdtype(dtype_of(sizes), jnp.integer):
+        raise ValueError(f"sizes: expected an integer dtype, got {dtype_of(sizes)}")
     if is_concrete(sizes):
         values = np.asarray(sizes).reshape(-1, 2)
         if values.size and (
