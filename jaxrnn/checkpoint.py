@@ -174,6 +174,8 @@ def save(path, tree, *, step: int, metadata=None) -> None:
         raise ValueError(f"metadata: expected JSON-serialisable data ({error})") from None
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     try:
+        # mkstemp makes the file private (0600); give it the permissions a plain open() would.
+        os.fchmod(fd, 0o666 & ~_current_umask())
         with os.fdopen(fd, "wb") as file:
             _write_archive(file, arrays, manifest)
             file.flush()
@@ -184,6 +186,12 @@ def save(path, tree, *, step: int, metadata=None) -> None:
             os.remove(tmp)
         raise
     _fsync_directory(directory)
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _open_archive(path):

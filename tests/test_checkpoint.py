@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import stat
 import zipfile
 
 import jax
@@ -420,3 +421,11 @@ def test_damaged_files_only_ever_raise_value_errors(tmp_path):
         assert (step, metadata) == (5, {"seed": 1})
         outcomes.add("restored")
     assert "ValueError" in outcomes
+
+
+def test_saved_file_has_the_permissions_of_a_plain_open(tmp_path):
+    path = tmp_path / "perm.ckpt"
+    checkpoint.save(path, {"a": np.zeros(3)}, step=0)
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"")
+    assert stat.S_IMODE(os.stat(path).st_mode) == stat.S_IMODE(os.stat(plain).st_mode)
