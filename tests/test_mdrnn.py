@@ -180,7 +180,7 @@ def _xla_cost(fn, *args):
     return cost[0] if isinstance(cost, list) else cost
 
 
-@pytest.mark.parametrize("shape", [(3, 4, 6, 8), (2, 5, 16, 16), (3, 3, 8, 32)])
+@pytest.mark.parametrize("shape", [(3, 4, 6, 8), (3, 3, 8, 32)])
 def test_n_flops_against_xla_cost_analysis(shape):
     """XLA counts the flops of the fully unrolled raster (loops are counted once otherwise).
 
