@@ -262,7 +262,7 @@ def choices_table(params, xs, rounds):
         "same, of minima",
         "fwd+bwd / PyTorch",
     ]
-    return markdown_table(header, rows)
+    return markdown_table(header, rows), default_fb / torch_fb
 
 
 def profile_table(params, xs, rounds):
@@ -305,7 +305,7 @@ def main(argv=None) -> int:
 
     peers, medians = peers_table(params, xs, args.rounds)
     print(peers, flush=True)
-    choices = choices_table(params, xs, args.rounds)
+    choices, second_ratio = choices_table(params, xs, args.rounds)
     print(choices, flush=True)
     profile = profile_table(params, xs, args.rounds)
     print(profile, flush=True)
@@ -321,7 +321,8 @@ def main(argv=None) -> int:
             "than XLA, so same-run ratios taken under load flatter JAX; the idle reference "
             "below is the fairer yardstick."
             if load > 1.5 * THREADS
-            else "the machine was close to idle, so these ratios are representative."
+            else "the machine was lightly loaded (this run's own threads included), so these "
+            "ratios are representative."
         )
     )
     body = f"""## LSTM layer, CPU (`python bench/lstm.py`)
@@ -339,6 +340,8 @@ bytes beyond the inputs); for PyTorch, the profiler's allocation events
 **Acceptance (fast fwd+bwd <= 1.0x PyTorch's, same run): {verdict}**, at
 {fast_fb / torch_fb:.2f}x of medians ({_ms(fast_fb)} ms against {_ms(torch_fb)} ms),
 {fast_fb_min / torch_fb_min:.2f}x of minima ({_ms(fast_fb_min)} against {_ms(torch_fb_min)} ms).
+The second comparison in the same run (the table of choices, default row) gives
+{second_ratio:.2f}x: the two are at parity within the run-to-run spread.
 
 {peers}
 
@@ -359,15 +362,17 @@ bytes beyond the inputs); for PyTorch, the profiler's allocation events
   time about equal to wall time for the forward), at best about 150-190 GFLOP/s for these
   shapes (one {B} x 256 x 1024 step alone: 0.09 ms), so these two cost at least
   50-65 ms. The other 6.4 GFLOP (x^T zbar, h^T zbar, zbar W^T) are off the critical path:
-  by default they are accumulated step by step inside the reverse scan (measured faster
-  here, on a loaded machine), or, as a choice, three large matmuls after it that can use
+  by default they are accumulated step by step inside the reverse scan (measured faster,
+  loaded or not: see its row), or, as a choice, three large matmuls after it that can use
   every core. PyTorch's forward hoists x W out of the loop; its matmuls are multi-threaded.
 - Ceiling: with one core for the two recursions, the fast path's forward+backward is
-  bounded below by roughly 80-95 ms on this machine, about PyTorch's own time when idle
-  (98 ms fwd+bwd, 19 ms forward, measured on the idle machine at the start of the same
-  session; autodiff of the plain scan then took 145 ms). Parity is reachable; 0.8x needs
-  the second core inside the recurrence: the `batch_split` choice runs the batch as
-  independent scans that XLA's thunk executor may run concurrently (see its row above).
+  bounded below by roughly 80-95 ms on this machine, about PyTorch's own time (98 ms
+  fwd+bwd measured on the idle machine at the start of the same session). So parity is
+  the ceiling of this design, and the acceptance (<= 1.0x) is met narrowly, not the aim
+  (0.8x): that would need the second core inside the recurrence. Running the batch as two
+  independent scans (`batch_split=2`) did not get it (see its row): XLA did not overlap
+  them usefully. The profile above jits the forward and the backward separately, so their
+  residuals (about 60 MB) are materialised as outputs; their sum exceeds the fused time.
 """
     if not args.no_write:
         write_section("lstm", body)
