@@ -137,3 +137,24 @@ def batch_shape_tuple(batch_shape, *, name: str = "batch_shape") -> tuple[int, .
     if any(d < 0 for d in shape):
         raise ValueError(f"{name}: expected non-negative sizes, got {shape}")
     return shape
+
+
+def check_lengths(lengths, xs, n_steps: int):
+    """Validate ``lengths``: integer, shape = the batch shape of ``xs``, values in [0, T]."""
+    shape = shape_of(lengths)
+    if not jnp.issubdtype(dtype_of(lengths), jnp.integer):
+        raise ValueError(f"lengths: expected an integer dtype, got {dtype_of(lengths)}")
+    for leaf in jax.tree_util.tree_leaves(xs):
+        batch = shape_of(leaf)[1 : 1 + len(shape)]
+        if batch != shape:
+            raise ValueError(
+                f"lengths: expected the batch shape of xs, {batch} (xs leaf of shape "
+                f"{shape_of(leaf)}), got {shape}"
+            )
+    if is_concrete(lengths):
+        values = np.asarray(lengths)
+        if values.size and (values.min() < 0 or values.max() > n_steps):
+            raise ValueError(
+                f"lengths: expected values in [0, T] = [0, {n_steps}], got min {values.min()} "
+                f"and max {values.max()}"
+            )

@@ -17,11 +17,10 @@ import math
 
 import jax.numpy as jnp
 
-from jaxrnn._checks import check_last_dim, check_matrix, dtype_of, shape_of
+from jaxrnn._checks import check_last_dim, check_lengths, check_matrix, dtype_of, shape_of
 from jaxrnn.cells import lstm
 from jaxrnn.lstm_fast.fused import fuse
 from jaxrnn.lstm_fast.kernel import Choices, lstm_scan_split
-from jaxrnn.scan import _check_lengths
 
 
 def _check_inputs(params, carry, xs, choices):
@@ -82,7 +81,7 @@ def lstm_layer(params: dict, carry, xs, *, lengths=None, choices: Choices | None
     xs_shape = shape_of(xs)
     n_steps, batch, in_dim = xs_shape[0], xs_shape[1:-1], xs_shape[-1]
     if lengths is not None:
-        _check_lengths(lengths, xs, n_steps)
+        check_lengths(lengths, xs, n_steps)
     c0 = jnp.asarray(carry[0], dtype)
     h0 = jnp.asarray(carry[1], dtype)
     if n_steps == 0:

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrnn._checks import dtype_of, is_concrete, shape_of
+from jaxrnn._checks import check_lengths, dtype_of, shape_of
 
 
 def _sequence_length(xs) -> int:
@@ -25,27 +25,6 @@ def _sequence_length(xs) -> int:
     if len(lengths) != 1:
         raise ValueError(f"xs: every leaf must have the same leading T, got shapes {shapes}")
     return shapes[0][0]
-
-
-def _check_lengths(lengths, xs, n_steps: int):
-    """Validate ``lengths``: integer, shape = the batch shape of ``xs``, values in [0, T]."""
-    shape = shape_of(lengths)
-    if not jnp.issubdtype(dtype_of(lengths), jnp.integer):
-        raise ValueError(f"lengths: expected an integer dtype, got {dtype_of(lengths)}")
-    for leaf in jax.tree_util.tree_leaves(xs):
-        batch = shape_of(leaf)[1 : 1 + len(shape)]
-        if batch != shape:
-            raise ValueError(
-                f"lengths: expected the batch shape of xs, {batch} (xs leaf of shape "
-                f"{shape_of(leaf)}), got {shape}"
-            )
-    if is_concrete(lengths):
-        values = np.asarray(lengths)
-        if values.size and (values.min() < 0 or values.max() > n_steps):
-            raise ValueError(
-                f"lengths: expected values in [0, T] = [0, {n_steps}], got min {values.min()} "
-                f"and max {values.max()}"
-            )
 
 
 def _check_carry_type(cell, params, carry, xs):
@@ -139,7 +118,7 @@ def scan(cell, params, carry, xs, *, lengths=None, reverse: bool = False, unroll
         return jax.lax.scan(
             lambda c, x: cell(params, c, x), carry, xs, reverse=reverse, unroll=unroll
         )
-    _check_lengths(lengths, xs, n_steps)
+    check_lengths(lengths, xs, n_steps)
     lengths = jnp.asarray(lengths)
 
     def masked_step(c, t_and_x):
