@@ -3,17 +3,9 @@
 import re
 
 import pytest
+from test_step_rnn import numpy_run
 
 from jaxrnn.cli import main
-
-
-def numpy_free_step_run(params, xs, s0=0):
-    w1, w2, b = params
-    s, ys = s0, []
-    for x in xs:
-        s = 1 if w1 * x + w2 * s + b > 0 else 0
-        ys.append(s)
-    return ys
 
 
 def test_adder_verify_hand_weights(capsys):
@@ -63,7 +55,7 @@ def test_step_rnn_solve_feasible_prints_weights_that_work(capsys):
     assert main(["step-rnn", "solve", "--x", "0001010", "--y", "0,0,0,1,1,1,1"]) == 0
     out = capsys.readouterr().out
     w1, w2, b = map(int, re.search(r"w1 = (-?\d+), w2 = (-?\d+), b = (-?\d+)", out).groups())
-    assert numpy_free_step_run((w1, w2, b), xs) == ys
+    assert numpy_run((w1, w2, b), xs) == ys
 
 
 def test_step_rnn_solve_impossible_names_the_steps(capsys):
