@@ -40,6 +40,7 @@ import functools
 
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from jaxrnn.reversible import fixed_point as fp
 
@@ -64,12 +65,14 @@ def mul_ratio(v: fp.Word, word, n):
     was followed; then the top quotient limb is 0 and its division is skipped).
     """
     r1 = v.lo & fp.MASK16
-    q = fp.shift_right_16(v)
     top = word >> 16
     n = jnp.asarray(n, jnp.uint32)
-    (q_hi, q_lo), r2 = fp.long_divmod([word & fp.MASK16, r1], n, rem=top)
-    v_new = fp.add(fp.mul_small(q, n), fp.Word(jnp.zeros_like(r2), r2))
-    return v_new, (q_hi << 16) | q_lo, top >= n
+    (q_hi, q_lo), _ = fp.long_divmod([word & fp.MASK16, r1], n, rem=top)
+    new_word = lax.optimization_barrier((q_hi << 16) | q_lo)
+    # r2 = B1 - new_word * n < n: exact in wrapping uint32 arithmetic (B1 = word · 2^16 + r1).
+    r2 = ((word << 16) | r1) - new_word * n
+    v_new = fp.mul_small(fp.shift_right_16(v), n, r2)
+    return v_new, new_word, top >= n
 
 
 def unmul_ratio(v_new: fp.Word, word, n):

@@ -89,8 +89,8 @@ def sub_overflows(a: Word, b: Word, diff: Word):
 
 def fits(a: Word, bits: int):
     """True where the signed word lies in [-2^bits, 2^bits), for 32 <= bits <= 63."""
-    top = lax.bitcast_convert_type(a.hi, jnp.int32) >> (bits - 32)
-    return (top == 0) | (top == -1)
+    # -2^(bits-32) <= signed hi < 2^(bits-32), as one unsigned comparison.
+    return (a.hi + U32(1 << (bits - 32))) < U32(1 << (bits - 31)) if bits < 63 else a.hi == a.hi
 
 
 def where(cond, a: Word, b: Word) -> Word:
@@ -106,9 +106,12 @@ def from_float(x, frac_bits: int, limit_bits: int = 63):
     exact in the float dtype of x (scaling by powers of two and keeping a subset of m's bits).
     """
     x = jnp.asarray(x)
-    scaled = jnp.round(x * jnp.asarray(2.0**frac_bits, x.dtype))
+    exact = x * jnp.asarray(2.0**frac_bits, x.dtype)
+    scaled = jnp.round(exact)
     magnitude = jnp.abs(scaled)
-    overflow = ~jnp.isfinite(scaled) | (magnitude >= jnp.asarray(2.0**limit_bits, x.dtype))
+    # Tested before rounding (fewer operations, the same answer): no float lies in
+    # (2^limit - 1/2, 2^limit) for limit_bits >= 53; NaN and ±inf compare False.
+    overflow = ~(jnp.abs(exact) < jnp.asarray(2.0**limit_bits, x.dtype))
     magnitude = jnp.where(overflow, jnp.zeros_like(magnitude), magnitude)
     hi = jnp.floor(magnitude * jnp.asarray(2.0**-32, x.dtype))
     lo = magnitude - hi * jnp.asarray(2.0**32, x.dtype)
@@ -136,9 +139,11 @@ def shift_left_16_or(a: Word, low16) -> Word:
     return Word((a.hi << 16) | (a.lo >> 16), (a.lo << 16) | low16)
 
 
-def mul_small(a: Word, n) -> Word:
-    """a · n mod 2^64 for 0 <= n < 2^16 (exact signed product when it fits)."""
+def mul_small(a: Word, n, addend=None) -> Word:
+    """a · n + addend mod 2^64 for 0 <= n < 2^16 and 0 <= addend < max(n, 1)."""
     p0 = (a.lo & MASK16) * n
+    if addend is not None:
+        p0 = p0 + addend  # (2^16 - 1) n + n - 1 < 2^32: no wrap
     p1 = (a.lo >> 16) * n
     lo = p0 + (p1 << 16)
     return Word(a.hi * n + (p1 >> 16) + (lo < p0).astype(U32), lo)
@@ -226,7 +231,12 @@ def fingerprint(word: Word, step) -> jnp.ndarray:
     sum; the position factor also catches entries that trade places. Cheap (a few
     elementwise ops and one sum), since it runs on every parameter at every step.
     """
+    return jnp.sum(fingerprint_terms(word, step), dtype=U32)
+
+
+def fingerprint_terms(word: Word, step) -> jnp.ndarray:
+    """The summands of :func:`fingerprint` (flat), to fuse its sum with other reductions."""
     salt = mix(jnp.asarray(step).astype(U32) + U32(1))
     lo, hi = jnp.ravel(word.lo), jnp.ravel(word.hi)
     odd = (lax.broadcasted_iota(U32, lo.shape, 0) * U32(2) + U32(1)) * U32(0x9E3779B1)
-    return jnp.sum((lo ^ salt) * odd + (hi ^ (salt >> 7)), dtype=U32)
+    return (lo ^ salt) * odd + (hi ^ (salt >> 7))

@@ -307,6 +307,28 @@ def represented_betas(betas):
 THETA_BITS, VELOCITY_BITS = 62, 61  # guard ranges (integer bits of the 64-bit words)
 
 
+def velocity_leaf(theta, vel, word, slots, alpha_g, n, flag, slot, frac_bits, k):
+    """The velocity half of :func:`forward_leaf`: all of it except theta(k+1) = theta(k) + v(k+1).
+
+    Returns ``(v, word, slots, fingerprint, bad_input, bad_step)``, ``fingerprint`` that
+    of the rounded step alpha_k g at step ``k`` (:func:`fixed_point.fingerprint`).
+    """
+    bad_input = ~fp.fits(theta, THETA_BITS) | ~fp.fits(vel, VELOCITY_BITS)
+    word, slots = buffer.spill(word, slots, flag, slot)
+    vel, word, word_overflow = buffer.mul_ratio(vel, word, n)
+    step_word, bad_float = fp.from_float(alpha_g, frac_bits, VELOCITY_BITS)
+    new_vel = fp.sub(vel, step_word)
+    # One pass for the fingerprint and both flags (bit 1: the inputs, bit 0: this step).
+    codes = (bad_input.astype(jnp.uint8) << 1) | (bad_float | word_overflow).astype(jnp.uint8)
+    digest, flags = jax.lax.reduce(
+        (fp.fingerprint_terms(step_word, k), jnp.ravel(codes)),
+        (jnp.uint32(0), jnp.uint8(0)),
+        lambda a, b: (a[0] + b[0], a[1] | b[1]),
+        (0,),
+    )
+    return new_vel, word, slots, digest, (flags & 2) != 0, (flags & 1) != 0
+
+
 def forward_leaf(theta, vel, word, slots, alpha_g, n, flag, slot, frac_bits):
     """One exact forward step of one leaf.
 
@@ -376,28 +398,36 @@ def _two_arg(grad_fn):
 def _forward_scan(grad_fn, treedef, dtypes, frac_bits, words, xs, extra):
     shapes = [w.hi.shape for w in words[0]]
 
+    # The loop carries theta(k-1) and v(k) and forms theta(k) = theta(k-1) + v(k) at the
+    # start of step k (exact: the words wrap mod 2^64, so theta(-1) = theta(0) - v(0) is
+    # undone bit for bit). The new velocity then feeds only the carry, which keeps XLA
+    # from recomputing its whole chain inside a separate loop for theta.
     def body(carry, x):
-        theta, vel, word, slots, bad, checksum = carry
+        previous, vel, word, slots, bad, checksum = carry
+        theta = [fp.add(t, v) for t, v in zip(previous, vel, strict=True)]
         floats = [fp.to_float(t, frac_bits, dt) for t, dt in zip(theta, dtypes, strict=True)]
         p_tree = jax.tree_util.tree_unflatten(treedef, floats)
         grads = checked_grads(grad_fn, p_tree, x["k"], extra, treedef, shapes)
-        out = [[], [], [], []]
+        out = [[], [], []]
         bad_input, bad_step = jnp.zeros((), bool), jnp.zeros((), bool)
         for i, dt in enumerate(dtypes):
-            t, v, w, s, step_word, bad_in, bad_now = forward_leaf(
+            v, w, s, digest, bad_in, bad_now = velocity_leaf(
                 theta[i], vel[i], word[i], slots[i], alpha_times(x["alpha"][i], grads[i], dt),
-                x["n"][i], x["spill"][i], x["slot"][i], frac_bits,
+                x["n"][i], x["spill"][i], x["slot"][i], frac_bits, x["k"],
             )  # fmt: skip
-            for lst, item in zip(out, (t, v, w, s), strict=True):
+            for lst, item in zip(out, (v, w, s), strict=True):
                 lst.append(item)
             bad_input, bad_step = bad_input | bad_in, bad_step | bad_now
-            checksum = checksum + fp.fingerprint(step_word, x["k"])
+            checksum = checksum + digest
         bad = jnp.where((bad < 0) & bad_input, x["k"] - 1, bad)
         bad = jnp.where((bad < 0) & bad_step, x["k"], bad)
-        return (*out, bad, checksum), None
+        return (theta, *out, bad, checksum), None
 
-    init = (*words, jnp.asarray(-1, jnp.int32), jnp.asarray(0, jnp.uint32))
-    (theta, vel, word, slots, bad, checksum), _ = jax.lax.scan(body, init, xs)
+    theta0, vel0, word0, slots0 = words
+    previous0 = [fp.sub(t, v) for t, v in zip(theta0, vel0, strict=True)]
+    init = (previous0, vel0, word0, slots0, jnp.asarray(-1, jnp.int32), jnp.asarray(0, jnp.uint32))
+    (previous, vel, word, slots, bad, checksum), _ = jax.lax.scan(body, init, xs)
+    theta = [fp.add(t, v) for t, v in zip(previous, vel, strict=True)]
     last_bad = jnp.any(jnp.stack([out_of_range(t, v) for t, v in zip(theta, vel, strict=True)]))
     bad = jnp.where((bad < 0) & last_bad, xs["k"][-1], bad)
     return (theta, vel, word, slots), bad, checksum
