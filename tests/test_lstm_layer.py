@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_cells import np_lstm
 
 import jaxrnn
 from jaxrnn.cells import lstm
@@ -42,24 +43,16 @@ def _setup(seed, batch=(B,), n_steps=T, dtype=jnp.float64):
 
 
 def _numpy_lstm(params, carry, xs, lengths=None):
-    """An independent float64 NumPy loop over SPEC §4, per sequence, with lengths."""
+    """An independent float64 NumPy loop over SPEC §4 (test_cells.np_lstm), per sequence,
+    stopping at each sequence's length; outputs past it stay zero."""
     p = {k: np.asarray(v, np.float64) for k, v in params.items()}
-    sig = lambda z: 1.0 / (1.0 + np.exp(-z))
     xs = np.asarray(xs, np.float64)
     c_all, h_all = (np.array(a, np.float64) for a in carry)
     ys = np.zeros(xs.shape[:-1] + (H,))
     for n in range(xs.shape[1]):
-        c, h = c_all[n], h_all[n]
-        for t in range(xs.shape[0] if lengths is None else int(lengths[n])):
-            x = xs[t, n]
-            i = sig(p["W_i"] @ x + p["U_i"] @ h + p["b_i"])
-            f = sig(p["W_f"] @ x + p["U_f"] @ h + p["b_f"])
-            o = sig(p["W_o"] @ x + p["U_o"] @ h + p["b_o"])
-            g = np.tanh(p["W_c"] @ x + p["U_c"] @ h + p["b_c"])
-            c = f * c + i * g
-            h = o * np.tanh(c)
-            ys[t, n] = h
-        c_all[n], h_all[n] = c, h
+        length = xs.shape[0] if lengths is None else int(lengths[n])
+        if length:
+            (c_all[n], h_all[n]), ys[:length, n] = np_lstm(p, xs[:length, n], c_all[n], h_all[n])
     return (c_all, h_all), ys
 
 
