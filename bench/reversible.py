@@ -180,7 +180,7 @@ pairs (no x64). Acceptance (forward step <= 2x optax step with the same gradient
 
 {timing}
 
-Stored bits after T = 10^4 steps, D = 16 (32-bit word + 16-bit spilled halves per
+Stored bits after T = 10^4 steps, D = 16 (32-bit word + 8-bit spilled bytes per
 parameter):
 
 {bits}

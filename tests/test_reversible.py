@@ -64,7 +64,7 @@ def test_stored_bits_at_beta_0_9_are_within_the_acceptance_bound():
     stored = reversible.stored_bits(end)
     assert stored <= 1.1 * bound + 96 * D
     slots = sum(s.shape[0] * int(np.prod(s.shape[1:])) for s in end.slots)
-    assert stored == 32 * D + 16 * slots
+    assert stored == 32 * D + 8 * slots
 
 
 def to_float32(x, frac_bits):
@@ -90,18 +90,19 @@ def test_forward_matches_a_python_integer_reference_with_spills():
     theta = [round(float(x) * 2**frac_bits) for x in np.asarray(params0)]
     vel, word, slots, worst = [0, 0, 0], [0, 0, 0], [[], [], []], 0
     for _ in range(n_steps):
-        spill = (worst * d + d - 1) // n >= 2**32
+        spill = (worst // n) * d + d - 1 >= 2**32
         if spill:
-            worst = min(worst, 2**16 - 1)
-        worst = (worst * d + d - 1) // n
+            worst = min(worst, 2**24 - 1)
+        worst = (worst // n) * d + d - 1
         for i in range(3):
             if spill:
-                slots[i].append(word[i] >> 16)
-                word[i] &= 2**16 - 1
+                slots[i].append(word[i] >> 24)
+                word[i] &= 2**24 - 1
             g = np.float32(to_float32(theta[i], frac_bits) * c[i])
             step = round(float(np.float32(alpha * g)) * 2**frac_bits)
+            word[i], r2 = divmod(word[i], n)  # pop r2
             q, r1 = divmod(vel[i], d)
-            word[i], r2 = divmod(word[i] * d + r1, n)
+            word[i] = word[i] * d + r1  # push r1
             vel[i] = q * n + r2 - step
             theta[i] += vel[i]
     assert list(fp.to_int(end.theta[0])) == theta
@@ -153,12 +154,25 @@ def test_forward_and_reverse_run_inside_jit_and_report_through_check():
 # ----------------------------------------------------------------------------- guards
 
 
-@pytest.mark.parametrize("beta", [0.0, 1.0, 1.2, -0.1, float("nan"), 1e-9, 1 - 1e-9])
-def test_beta_outside_the_representable_open_interval_is_rejected(beta):
+@pytest.mark.parametrize("beta", [0.0, 1.0, 1.2, -0.1, float("nan"), 1e-9, 0.0038, 1 - 1e-9])
+def test_beta_outside_the_supported_open_interval_is_rejected(beta):
     betas = np.full(5, 0.9)
     betas[3] = beta
     with pytest.raises(ValueError, match=r"betas: .*step 3"):
         reversible.forward(reversible.init(PARAMS), grad_fn, np.full(5, 0.1), betas)
+
+
+def test_the_smallest_supported_beta_spills_every_step_and_reverses_exactly():
+    n_steps, beta = 200, 2.0**-8  # 8 bits destroyed per step: one byte spilled per step
+    alphas, betas = np.full(n_steps, 0.05), np.full(n_steps, beta)
+    start = reversible.init(PARAMS)
+    end = reversible.forward(start, grad_fn, alphas, betas)
+    assert all(s.shape[0] >= n_steps - 5 for s in end.slots)
+    bound = reversible.information_bound(betas, D)
+    assert bound == D * n_steps * 8
+    assert bound <= reversible.stored_bits(end) <= 1.1 * bound + 96 * D
+    back = reversible.reverse(end, grad_fn, alphas, betas)
+    assert same_words(back, start) and reversible.buffer_is_empty(back)
 
 
 @pytest.mark.parametrize("alpha", [0.0, -0.1, float("inf")])
@@ -226,6 +240,9 @@ def test_fixed_point_overflow_is_reported_with_its_step():
     nan_at_3 = lambda p, k: jax.tree.map(lambda x: jnp.where(k == 3, jnp.nan, x), grad_fn(p, k))
     with pytest.raises(reversible.FixedPointOverflowError, match="at step 3;"):
         reversible.forward(state, nan_at_3, np.full(20, 0.1), np.full(20, 0.9))
+    nan_last = lambda p, k: jax.tree.map(lambda x: jnp.where(k == 19, jnp.inf, x), grad_fn(p, k))
+    with pytest.raises(reversible.FixedPointOverflowError, match="at step 19;"):
+        reversible.forward(state, nan_last, np.full(20, 0.1), np.full(20, 0.9))
     # Inside jit the step travels in the state and check() raises on the host.
     run = jax.jit(
         lambda s: reversible.forward(s, exploding(12), np.full(20, 0.1), np.full(20, 0.9))

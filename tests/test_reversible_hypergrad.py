@@ -116,8 +116,8 @@ def test_sweep_memory_reports_the_buffer_and_the_compiled_sweep():
     end = reversible.forward(
         reversible.init(P0), lambda p, k: jax.grad(train_loss)(p, LAM, k), alphas, betas
     )
-    # 21 parameters, 40 bits destroyed each: a 32-bit word and spilled 16-bit halves
+    # 21 parameters, 40 bits destroyed each: a 32-bit word and spilled bytes
     spills = end.slots[0].shape[0]
     assert spills >= 1 and all(s.shape[0] == spills for s in end.slots)
-    assert mem["buffer_bytes"] == reversible.stored_bits(end) // 8 == 21 * (32 + 16 * spills) // 8
+    assert mem["buffer_bytes"] == reversible.stored_bits(end) // 8 == 21 * (32 + 8 * spills) // 8
     assert mem["temp_bytes"] > 0 and mem["argument_bytes"] >= mem["buffer_bytes"]

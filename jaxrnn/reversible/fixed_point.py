@@ -6,9 +6,9 @@ arithmetic is written with ``uint32`` operations (wrapping add, subtract, multip
 so it runs identically with or without ``jax_enable_x64`` and never flips that switch: JAX
 without x64 would silently truncate ``int64`` to ``int32``.
 
-Numbers wider than 32 bits (the 48-bit intermediates of the buffer) are lists of
-16-bit *limbs*, most significant first, each held in a ``uint32`` so that a limb times a
-16-bit factor plus a carry never overflows.
+Division of a word by a 16-bit n (the reverse of the buffer's multiplication) works on
+16-bit *limbs*, most significant first, each held in a ``uint32`` so that a remainder
+followed by a limb still fits one.
 
 Rounding is deterministic: float -> word rounds half to even (``jnp.round``); word -> float
 converts the magnitude, so the result is a fixed function of the word.
@@ -173,33 +173,25 @@ def divmod_small(cur, n, inv_n):
     return jnp.where(high, q + U32(1), q), jnp.where(high, r - n, r)
 
 
-def long_divmod(digits: list, n, rem=None):
+def reciprocal_estimate(n):
+    """float32(1/n) · (1 - 2^-20), the biased reciprocal :func:`divmod_small` expects."""
+    return (1.0 / n.astype(jnp.float32)) * jnp.float32(1.0 - 2.0**-20)
+
+
+def long_divmod(digits: list, n):
     """Divide an unsigned number given as 16-bit limbs (most significant first) by n < 2^16.
 
     Returns ``(quotient_limbs, remainder)``: schoolbook long division, one limb at a time,
-    each partial dividend rem · 2^16 + limb < n · 2^16 fitting a ``uint32``. ``rem`` (< n,
-    default 0) is a leading limb known to give a zero quotient limb, which saves its division.
+    each partial dividend rem · 2^16 + limb < n · 2^16 fitting a ``uint32``.
     """
     n = jnp.asarray(n, U32)
-    inv_n = (1.0 / n.astype(jnp.float32)) * jnp.float32(1.0 - 2.0**-20)
-    rem = jnp.zeros_like(digits[0]) if rem is None else rem
+    inv_n = reciprocal_estimate(n)
+    rem = jnp.zeros_like(digits[0])
     quotient = []
     for limb in digits:
         q, rem = divmod_small((rem << 16) | limb, n, inv_n)
         quotient.append(q)
     return quotient, rem
-
-
-def mul_add_limbs(digits: list, n, addend) -> list:
-    """digits · n + addend as limbs (one more limb than ``digits``), for n, addend < 2^16."""
-    carry = jnp.asarray(addend, U32) + jnp.zeros_like(digits[0])
-    out = []
-    for limb in reversed(digits):
-        t = limb * n + carry
-        out.append(t & MASK16)
-        carry = t >> 16
-    out.append(carry)
-    return out[::-1]
 
 
 def floor_divmod_signed(a: Word, n):

@@ -74,14 +74,14 @@ def _sweep(train_loss, treedef, dtypes, frac_bits, words, adjoints, xs, hyper):
         mismatch = jnp.zeros((), bool)
         for i, dt in enumerate(dtypes):
             alpha = jnp.asarray(x["alpha"][i]).astype(dt)
-            v, w, step_word, bad_i = sgd.undo_velocity_leaf(
+            v, w, _, bad_i = sgd.undo_velocity_leaf(
                 vel[i], word[i], slots[i], sgd.alpha_times(alpha, grads[i], dt),
                 x["n"][i], x["spill"][i], x["slot"][i], frac_bits,
             )  # fmt: skip
             new_vel.append(v)
             new_word.append(w)
             mismatch = mismatch | bad_i
-            checksum = checksum + fp.fingerprint(step_word, x["k"])
+            checksum = checksum + fp.fingerprint(v, x["k"])  # v(k), as forward saw it
             total = v_bar[i] + theta_bar[i]
             a_bar.append(-jnp.sum(total * grads[i].astype(dt)))
             b_bar.append(jnp.sum(total * fp.to_float(v, frac_bits, dt)))

@@ -108,7 +108,7 @@ def reversible_momentum(
             theta=tree(start.theta),
             velocity=tree(start.velocity),
             word=tree(start.word),
-            slots=tree([jnp.zeros((n_slots, *w.shape), jnp.uint16) for w in start.word]),
+            slots=tree([jnp.zeros((n_slots, *w.shape), buffer.SLOT_DTYPE) for w in start.word]),
             dtypes=tree([jnp.zeros((0,), dt) for dt in start.dtypes]),
             step=jnp.zeros((), jnp.int32),
             bad_step=start.bad_step,

@@ -27,7 +27,8 @@ Reference loop (Python integers; ``q`` rounds to the grid, ``mul_ratio`` as in
 Checks: a value leaving its guard range (theta within ±2^(62-F), v and alpha_k ∇J within
 ±2^(61-F), which rules out any wrap-around of the 64-bit words) or a non-finite gradient
 sets the first bad step; a reverse pass whose recomputed gradients differ is detected by
-the buffer's spill check and by a checksum of the rounded steps alpha_k ∇J. Called
+the buffer's spill check and by a checksum of the velocities v(k) it reconstructs, which
+the forward pass computed too. Called
 outside ``jit``, forward and reverse raise at once; inside ``jit`` the flags travel in
 the state: call :func:`check` on the result.
 """
@@ -72,7 +73,7 @@ class State:
     """Exact state of reversible momentum SGD (a pytree; static parts in the tree structure).
 
     Leaves are per parameter leaf: ``theta``, ``velocity`` (signed words), ``word`` (the
-    buffer word, uint32), ``slots`` ((S, *shape) uint16 spilled halves); ``checksums``
+    buffer word, uint32), ``slots`` ((S, *shape) uint8 spilled bytes); ``checksums``
     (one uint32 per forward call not yet reversed); ``bad_step`` (int32, first overflow
     step, -1 if none); ``mismatch_step`` (int32, first step where reverse detected a
     different gradient).
@@ -155,7 +156,7 @@ def init(params, *, frac_bits: int = DEFAULT_FRAC_BITS) -> State:
         theta=theta,
         velocity=[fp.zeros(s) for s in shapes],
         word=[jnp.zeros(s, jnp.uint32) for s in shapes],
-        slots=[jnp.zeros((0, *s), jnp.uint16) for s in shapes],
+        slots=[jnp.zeros((0, *s), buffer.SLOT_DTYPE) for s in shapes],
         checksums=(),
         bad_step=jnp.where(bad, 0, -1).astype(jnp.int32),
         mismatch_step=jnp.asarray(-1, jnp.int32),
@@ -186,7 +187,7 @@ def velocity(state: State):
 
 
 def stored_bits(state: State) -> int:
-    """Bits the buffer holds: a 32-bit word plus 16 bits per spilled slot, per parameter."""
+    """Bits the buffer holds: a 32-bit word plus 8 bits per spilled slot, per parameter."""
     return sum(
         int(np.prod(s.shape[1:], dtype=np.int64))
         * (buffer.WORD_BITS + buffer.SLOT_BITS * s.shape[0])
@@ -232,8 +233,10 @@ def check(state: State) -> State:
 
 def is_per_leaf(schedule, treedef) -> bool:
     """True when ``schedule`` is a pytree like params (one schedule per leaf)."""
-    if treedef == jax.tree_util.tree_structure(0):
-        return False
+    if treedef == jax.tree_util.tree_structure(0) or isinstance(
+        schedule, (np.ndarray, jax.Array, float, int, np.generic)
+    ):
+        return False  # an array or a number is one leaf: a schedule shared by all leaves
     try:
         treedef.flatten_up_to(schedule)
     except (ValueError, TypeError):
@@ -266,14 +269,18 @@ def _check_schedules(state: State, alphas, betas):
             f"alphas, betas: expected schedules of one length T, got lengths {sorted(lengths)}"
         )
     n_steps = lengths.pop()
-    for a in alpha_leaves:
+    for a in _distinct(alpha_leaves):
         if is_concrete(a):
             a = np.asarray(a, np.float64)
             if not np.all(np.isfinite(a) & (a > 0)):
                 k = int(np.argmin(np.isfinite(a) & (a > 0)))
                 raise ValueError(f"alphas: expected step sizes > 0, got {a[k]} at step {k}")
-    numerators = []
+    numerators, seen = [], {}
     for b in beta_leaves:
+        if id(b) in seen:  # the same schedule object for several leaves: checked once
+            numerators.append(seen[id(b)])
+            continue
+        key = id(b)
         if not is_concrete(b):
             raise ValueError(
                 "betas: expected a concrete schedule (known at trace time; the exact "
@@ -285,14 +292,22 @@ def _check_schedules(state: State, alphas, betas):
             k = int(np.argmin(ok))
             raise ValueError(f"betas: expected momentum in (0, 1), got {b[k]} at step {k}")
         n = np.rint(b * buffer.DENOMINATOR)
-        if n.min() < 1 or n.max() > buffer.DENOMINATOR - 1:
-            k = int(np.argmax((n < 1) | (n > buffer.DENOMINATOR - 1)))
+        low, high = buffer.MIN_NUMERATOR, buffer.DENOMINATOR - 1
+        if n.min() < low or n.max() > high:
+            k = int(np.argmax((n < low) | (n > high)))
             raise ValueError(
-                f"betas: beta = {b[k]} at step {k} is not representable as n / 2^16 with "
-                "1 <= n < 2^16 (keep beta in [2^-17, 1 - 2^-17])"
+                f"betas: beta = {b[k]} at step {k} is outside the supported range: beta is "
+                "used as n / 2^16 with 2^8 <= n < 2^16, so keep beta in [2^-8, 1 - 2^-17]"
             )
-        numerators.append(n.astype(np.uint32))
-    return n_steps, [jnp.asarray(a) for a in alpha_leaves], numerators
+        seen[key] = n.astype(np.uint32)
+        numerators.append(seen[key])
+    alpha_leaves = [a if isinstance(a, jax.Array) else np.asarray(a) for a in alpha_leaves]
+    return n_steps, alpha_leaves, numerators
+
+
+def _distinct(items: list) -> list:
+    """``items`` without repeats of the same object (schedules shared by all leaves)."""
+    return list({id(item): item for item in items}.values())
 
 
 def represented_betas(betas):
@@ -310,23 +325,39 @@ THETA_BITS, VELOCITY_BITS = 62, 61  # guard ranges (integer bits of the 64-bit w
 def velocity_leaf(theta, vel, word, slots, alpha_g, n, flag, slot, frac_bits, k):
     """The velocity half of :func:`forward_leaf`: all of it except theta(k+1) = theta(k) + v(k+1).
 
-    Returns ``(v, word, slots, fingerprint, bad_input, bad_step)``, ``fingerprint`` that
-    of the rounded step alpha_k g at step ``k`` (:func:`fixed_point.fingerprint`).
+    Returns ``(v, word, slots, fingerprint, bad_input)``: ``fingerprint`` that of v(k) at
+    step ``k`` (:func:`fixed_point.fingerprint`; the reverse pass recomputes it), and
+    ``bad_input`` True if theta(k) or v(k) is outside its guard range. A step alpha_k g
+    outside its range or not finite is not flagged here: it is replaced by 2^62 units,
+    which puts v(k+1) outside the guard range of v (no wrap: |beta v| < 2^61), so the next
+    check reports step k. This keeps the per-step reduction to the words it reads anyway.
+    The buffer word cannot overflow: the spill schedule bounds it (:mod:`buffer`).
     """
     bad_input = ~fp.fits(theta, THETA_BITS) | ~fp.fits(vel, VELOCITY_BITS)
+    digest, bad = _sum_and_any(fp.fingerprint_terms(vel, k), jnp.ravel(bad_input))
     word, slots = buffer.spill(word, slots, flag, slot)
-    vel, word, word_overflow = buffer.mul_ratio(vel, word, n)
+    scaled, word, _ = buffer.mul_ratio(vel, word, n)
     step_word, bad_float = fp.from_float(alpha_g, frac_bits, VELOCITY_BITS)
-    new_vel = fp.sub(vel, step_word)
-    # One pass for the fingerprint and both flags (bit 1: the inputs, bit 0: this step).
-    codes = (bad_input.astype(jnp.uint8) << 1) | (bad_float | word_overflow).astype(jnp.uint8)
-    digest, flags = jax.lax.reduce(
-        (fp.fingerprint_terms(step_word, k), jnp.ravel(codes)),
-        (jnp.uint32(0), jnp.uint8(0)),
-        lambda a, b: (a[0] + b[0], a[1] | b[1]),
-        (0,),
-    )
-    return new_vel, word, slots, digest, (flags & 2) != 0, (flags & 1) != 0
+    step_word = fp.where(bad_float, POISON, step_word)
+    return fp.sub(scaled, step_word), word, slots, digest, bad
+
+
+POISON = fp.const(1 << 62)  # a step that drives v out of its guard range, without wrapping
+
+
+def _sum_and_any(terms, flags):
+    """(wrapping sum of ``terms``, any of ``flags``) of two flat arrays, in one pass.
+
+    Reduced in two stages, first within R rows, then across them: XLA:CPU splits the first
+    stage over its threads (a single reduction to a scalar runs on one).
+    """
+    rows = next((r for r in (256, 64, 16) if terms.size >= 4096 and terms.size % r == 0), 1)
+    init = (jnp.uint32(0), jnp.uint8(0))
+    combine = lambda a, b: (a[0] + b[0], a[1] | b[1])
+    parts = (terms.reshape(rows, -1), flags.astype(jnp.uint8).reshape(rows, -1))
+    partial = jax.lax.reduce(parts, init, combine, (1,))
+    total, any_flag = jax.lax.reduce(partial, init, combine, (0,))
+    return total, any_flag != 0
 
 
 def forward_leaf(theta, vel, word, slots, alpha_g, n, flag, slot, frac_bits):
@@ -394,7 +425,6 @@ def _two_arg(grad_fn):
     return lambda p, k, _extra: grad_fn(p, k)
 
 
-@functools.partial(jax.jit, static_argnames=("grad_fn", "treedef", "dtypes", "frac_bits"))
 def _forward_scan(grad_fn, treedef, dtypes, frac_bits, words, xs, extra):
     shapes = [w.hi.shape for w in words[0]]
 
@@ -404,23 +434,23 @@ def _forward_scan(grad_fn, treedef, dtypes, frac_bits, words, xs, extra):
     # from recomputing its whole chain inside a separate loop for theta.
     def body(carry, x):
         previous, vel, word, slots, bad, checksum = carry
-        theta = [fp.add(t, v) for t, v in zip(previous, vel, strict=True)]
+        # v first: the carry of the low words is found from v's, so that the low word of
+        # theta(k-1) is dead once read and its buffer is updated in place (no copy).
+        theta = [fp.add(v, t) for t, v in zip(previous, vel, strict=True)]
         floats = [fp.to_float(t, frac_bits, dt) for t, dt in zip(theta, dtypes, strict=True)]
         p_tree = jax.tree_util.tree_unflatten(treedef, floats)
         grads = checked_grads(grad_fn, p_tree, x["k"], extra, treedef, shapes)
-        out = [[], [], []]
-        bad_input, bad_step = jnp.zeros((), bool), jnp.zeros((), bool)
+        out, bad_input = [[], [], []], jnp.zeros((), bool)
         for i, dt in enumerate(dtypes):
-            v, w, s, digest, bad_in, bad_now = velocity_leaf(
+            v, w, s, digest, bad_in = velocity_leaf(
                 theta[i], vel[i], word[i], slots[i], alpha_times(x["alpha"][i], grads[i], dt),
                 x["n"][i], x["spill"][i], x["slot"][i], frac_bits, x["k"],
             )  # fmt: skip
             for lst, item in zip(out, (v, w, s), strict=True):
                 lst.append(item)
-            bad_input, bad_step = bad_input | bad_in, bad_step | bad_now
+            bad_input = bad_input | bad_in
             checksum = checksum + digest
         bad = jnp.where((bad < 0) & bad_input, x["k"] - 1, bad)
-        bad = jnp.where((bad < 0) & bad_step, x["k"], bad)
         return (theta, *out, bad, checksum), None
 
     theta0, vel0, word0, slots0 = words
@@ -433,7 +463,6 @@ def _forward_scan(grad_fn, treedef, dtypes, frac_bits, words, xs, extra):
     return (theta, vel, word, slots), bad, checksum
 
 
-@functools.partial(jax.jit, static_argnames=("grad_fn", "treedef", "dtypes", "frac_bits"))
 def _reverse_scan(grad_fn, treedef, dtypes, frac_bits, words, xs, extra):
     shapes = [w.hi.shape for w in words[0]]
 
@@ -445,7 +474,7 @@ def _reverse_scan(grad_fn, treedef, dtypes, frac_bits, words, xs, extra):
         grads = checked_grads(grad_fn, p_tree, x["k"], extra, treedef, shapes)
         new_vel, new_word, any_mismatch = [], [], jnp.zeros((), bool)
         for i, dt in enumerate(dtypes):
-            v, w, step_word, mismatch = undo_velocity_leaf(
+            v, w, _, mismatch = undo_velocity_leaf(
                 vel[i],
                 word[i],
                 slots[i],
@@ -458,7 +487,7 @@ def _reverse_scan(grad_fn, treedef, dtypes, frac_bits, words, xs, extra):
             new_vel.append(v)
             new_word.append(w)
             any_mismatch = any_mismatch | mismatch
-            checksum = checksum + fp.fingerprint(step_word, x["k"])
+            checksum = checksum + fp.fingerprint(v, x["k"])  # v(k), as forward saw it
         bad = jnp.where((bad < 0) & any_mismatch, x["k"], bad)
         return (theta, new_vel, new_word, slots, bad, checksum), None
 
@@ -467,19 +496,39 @@ def _reverse_scan(grad_fn, treedef, dtypes, frac_bits, words, xs, extra):
     return (theta, vel, word, slots), bad, checksum
 
 
+_STATIC = ("grad_fn", "treedef", "dtypes", "frac_bits")
+# XLA:CPU's region-based copy insertion keeps the loop-carried words in place instead of
+# copying some of them every step. Compiler options apply to top-level jits only, so
+# calls traced inside a user's jit use the plain version.
+_CPU_OPTIONS = {"xla_cpu_copy_insertion_use_region_analysis": True}
+_SCANS = {
+    (name, tuned): jax.jit(
+        fun, static_argnames=_STATIC, **({"compiler_options": _CPU_OPTIONS} if tuned else {})
+    )
+    for name, fun in (("forward", _forward_scan), ("reverse", _reverse_scan))
+    for tuned in (False, True)
+}
+
+
+def _run_scan(name: str, *args):
+    """Run the jitted forward or reverse scan, with the CPU options when at top level."""
+    top_level = all(is_concrete(leaf) for leaf in jax.tree_util.tree_leaves(args[4:]))
+    return _SCANS[name, top_level and jax.default_backend() == "cpu"](*args)
+
+
 def _segment_inputs(state: State, alpha_leaves, numerators, start_bounds, n_old):
     """Per-step scan inputs: step index, alphas, numerators, spill flags and slot indices."""
-    xs = {"k": jnp.arange(state.step, state.step + len(numerators[0]), dtype=jnp.int32)}
-    xs["alpha"], xs["n"], xs["spill"], xs["slot"] = [], [], [], []
+    # NumPy arrays (transferred by the jitted call itself, the cheapest way), alphas as given
+    # (they may be traced, e.g. inside a hypergradient).
+    xs = {"k": np.arange(state.step, state.step + len(numerators[0]), dtype=np.int32)}
+    xs["alpha"], xs["n"], xs["spill"], xs["slot"] = list(alpha_leaves), list(numerators), [], []
     new_slots, end_bounds = [], []
-    for a, n, bound, old in zip(alpha_leaves, numerators, start_bounds, n_old, strict=True):
+    for n, bound, old in zip(numerators, start_bounds, n_old, strict=True):
         spill, slot, end = buffer.spill_schedule(bound, n)
         n_new = int(spill.sum())
         last = max(old + n_new - 1, 0)
-        xs["alpha"].append(a)
-        xs["n"].append(jnp.asarray(n, jnp.uint32))
-        xs["spill"].append(jnp.asarray(spill))
-        xs["slot"].append(jnp.asarray(np.where(spill, old + slot, last), jnp.int32))
+        xs["spill"].append(spill)
+        xs["slot"].append(np.where(spill, old + slot, last).astype(np.int32))
         new_slots.append(n_new)
         end_bounds.append(end)
     return xs, tuple(new_slots), tuple(end_bounds)
@@ -512,13 +561,13 @@ def forward(state: State, grad_fn, alphas, betas, *, _extra=None, _grad3=None) -
         state, alpha_leaves, numerators, state.bounds, n_old
     )
     slots = [
-        jnp.concatenate([s, jnp.zeros((n, *s.shape[1:]), jnp.uint16)])
+        jnp.concatenate([s, jnp.zeros((n, *s.shape[1:]), buffer.SLOT_DTYPE)]) if n else s
         for s, n in zip(state.slots, new_slots, strict=True)
     ]
     words = (state.theta, state.velocity, state.word, slots)
     grad3 = _grad3 if _grad3 is not None else _two_arg(grad_fn)
-    (theta, vel, word, slots), bad, checksum = _forward_scan(
-        grad3, state.treedef, state.dtypes, state.frac_bits, words, xs, _extra
+    (theta, vel, word, slots), bad, checksum = _run_scan(
+        "forward", grad3, state.treedef, state.dtypes, state.frac_bits, words, xs, _extra
     )
     segment = Segment(n_steps, tuple(state.bounds), _digest(numerators), new_slots)
     new = dataclasses.replace(
@@ -566,8 +615,8 @@ def reverse(state: State, grad_fn, alphas, betas, *, _extra=None, _grad3=None) -
     xs, _, _ = _segment_inputs(start, alpha_leaves, numerators, segment.start_bounds, n_old)
     words = (state.theta, state.velocity, state.word, state.slots)
     grad3 = _grad3 if _grad3 is not None else _two_arg(grad_fn)
-    (theta, vel, word, slots), bad, checksum = _reverse_scan(
-        grad3, state.treedef, state.dtypes, state.frac_bits, words, xs, _extra
+    (theta, vel, word, slots), bad, checksum = _run_scan(
+        "reverse", grad3, state.treedef, state.dtypes, state.frac_bits, words, xs, _extra
     )
     mismatch = jnp.where(
         bad >= 0, bad, jnp.where(checksum != state.checksums[-1], start.step, -1)
