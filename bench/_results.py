@@ -28,6 +28,25 @@ def median_time(fn, *, repeats: int = 7, warmup: int = 2) -> float:
     return statistics.median(times)
 
 
+def interleaved_times(fns: dict, *, rounds: int = 9, warmup: int = 2) -> dict:
+    """Seconds of each blocking ``fn()`` per round, the contenders run in turn each round.
+
+    Returns ``{name: [seconds per round]}``: a busy moment on a shared machine hits all
+    contenders of a round alike, so ratios within a round are steadier than ratios of
+    separately taken medians.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
 def machine_line() -> str:
     """Machine, versions and date, for the head of a results section."""
     import jax

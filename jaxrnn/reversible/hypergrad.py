@@ -116,8 +116,7 @@ def _prepare(train_loss, val_loss, params0, alphas, betas, hyper, frac_bits):
     value, (theta_bar, lam_bar) = _val_grad(val_loss)(sgd.params(end), hyper)
     treedef, dtypes = start.treedef, start.dtypes
     _, alpha_leaves, numerators = sgd._check_schedules(end, alphas, betas)
-    n_old = [0] * treedef.num_leaves
-    xs, _, _ = sgd._segment_inputs(start, alpha_leaves, numerators, start.bounds, n_old)
+    xs, _, _ = sgd._segment_inputs(start, alpha_leaves, numerators, start.bounds)
     xs["beta"] = [jnp.asarray(n / 2.0**16) for n in numerators]
     zeros = [jnp.zeros(w.hi.shape, dt) for w, dt in zip(end.theta, dtypes, strict=True)]
     adjoints = (treedef.flatten_up_to(theta_bar), zeros, lam_bar)

@@ -516,20 +516,22 @@ def _run_scan(name: str, *args):
     return _SCANS[name, top_level and jax.default_backend() == "cpu"](*args)
 
 
-def _segment_inputs(state: State, alpha_leaves, numerators, start_bounds, n_old):
-    """Per-step scan inputs: step index, alphas, numerators, spill flags and slot indices."""
+def _segment_inputs(state: State, alpha_leaves, numerators, start_bounds):
+    """Per-step scan inputs: step index, alphas, numerators, spill flags and slot indices.
+
+    The slot indices count from the first slot of the call: the scans carry only the slots
+    their call writes (forward) or reads (reverse), never the whole buffer.
+    """
     # NumPy arrays (transferred by the jitted call itself, the cheapest way), alphas as given
     # (they may be traced, e.g. inside a hypergradient).
     xs = {"k": np.arange(state.step, state.step + len(numerators[0]), dtype=np.int32)}
     xs["alpha"], xs["n"], xs["spill"], xs["slot"] = list(alpha_leaves), list(numerators), [], []
     new_slots, end_bounds = [], []
-    for n, bound, old in zip(numerators, start_bounds, n_old, strict=True):
+    for n, bound in zip(numerators, start_bounds, strict=True):
         spill, slot, end = buffer.spill_schedule(bound, n)
-        n_new = int(spill.sum())
-        last = max(old + n_new - 1, 0)
         xs["spill"].append(spill)
-        xs["slot"].append(np.where(spill, old + slot, last).astype(np.int32))
-        new_slots.append(n_new)
+        xs["slot"].append(slot)
+        new_slots.append(int(spill.sum()))
         end_bounds.append(end)
     return xs, tuple(new_slots), tuple(end_bounds)
 
@@ -556,19 +558,20 @@ def forward(state: State, grad_fn, alphas, betas, *, _extra=None, _grad3=None) -
       step is kept in the state, see :func:`check`).
     """
     n_steps, alpha_leaves, numerators = _check_schedules(state, alphas, betas)
-    n_old = [s.shape[0] for s in state.slots]
-    xs, new_slots, end_bounds = _segment_inputs(
-        state, alpha_leaves, numerators, state.bounds, n_old
-    )
-    slots = [
-        jnp.concatenate([s, jnp.zeros((n, *s.shape[1:]), buffer.SLOT_DTYPE)]) if n else s
+    xs, new_slots, end_bounds = _segment_inputs(state, alpha_leaves, numerators, state.bounds)
+    fresh = [
+        jnp.zeros((n, *s.shape[1:]), buffer.SLOT_DTYPE)
         for s, n in zip(state.slots, new_slots, strict=True)
     ]
-    words = (state.theta, state.velocity, state.word, slots)
+    words = (state.theta, state.velocity, state.word, fresh)
     grad3 = _grad3 if _grad3 is not None else _two_arg(grad_fn)
-    (theta, vel, word, slots), bad, checksum = _run_scan(
+    (theta, vel, word, filled), bad, checksum = _run_scan(
         "forward", grad3, state.treedef, state.dtypes, state.frac_bits, words, xs, _extra
     )
+    slots = [
+        jnp.concatenate([s, f]) if f.shape[0] else s
+        for s, f in zip(state.slots, filled, strict=True)
+    ]
     segment = Segment(n_steps, tuple(state.bounds), _digest(numerators), new_slots)
     new = dataclasses.replace(
         state,
@@ -612,10 +615,11 @@ def reverse(state: State, grad_fn, alphas, betas, *, _extra=None, _grad3=None) -
         )
     n_old = [s.shape[0] - n for s, n in zip(state.slots, segment.new_slots, strict=True)]
     start = dataclasses.replace(state, step=state.step - n_steps)
-    xs, _, _ = _segment_inputs(start, alpha_leaves, numerators, segment.start_bounds, n_old)
-    words = (state.theta, state.velocity, state.word, state.slots)
+    xs, _, _ = _segment_inputs(start, alpha_leaves, numerators, segment.start_bounds)
+    own = [s[n:] for s, n in zip(state.slots, n_old, strict=True)]  # the call's slots
+    words = (state.theta, state.velocity, state.word, own)
     grad3 = _grad3 if _grad3 is not None else _two_arg(grad_fn)
-    (theta, vel, word, slots), bad, checksum = _run_scan(
+    (theta, vel, word, _), bad, checksum = _run_scan(
         "reverse", grad3, state.treedef, state.dtypes, state.frac_bits, words, xs, _extra
     )
     mismatch = jnp.where(
@@ -626,7 +630,7 @@ def reverse(state: State, grad_fn, alphas, betas, *, _extra=None, _grad3=None) -
         theta=theta,
         velocity=vel,
         word=word,
-        slots=[s[:n] for s, n in zip(slots, n_old, strict=True)],
+        slots=[s[:n] for s, n in zip(state.slots, n_old, strict=True)],
         checksums=state.checksums[:-1],
         mismatch_step=jnp.where(state.mismatch_step >= 0, state.mismatch_step, mismatch),
         step=start.step,
