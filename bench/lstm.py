@@ -17,14 +17,13 @@ import argparse
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-from _results import machine_line, markdown_table, write_section  # noqa: E402
+from _results import interleaved_times, machine_line, markdown_table, write_section  # noqa: E402
 
 import jaxrnn  # noqa: E402
 from jaxrnn.cells import lstm  # noqa: E402
@@ -146,20 +145,14 @@ def interleaved_medians(contenders: dict, rounds: int, warmup: int = 2) -> dict:
     Returns ``{name: (median_fwd, median_fwd_bwd, min_fwd, min_fwd_bwd)}``; the minimum is
     the run least disturbed by other jobs on a shared machine.
     """
-    for forward, forward_backward, *_ in contenders.values():
-        for _ in range(warmup):
-            forward()
-            forward_backward()
-    times = {name: ([], []) for name in contenders}
-    for _ in range(rounds):
-        for name, (forward, forward_backward, *_) in contenders.items():
-            for fn, store in zip((forward, forward_backward), times[name], strict=True):
-                start = time.perf_counter()
-                fn()
-                store.append(time.perf_counter() - start)
+    fns = {}
+    for name, (forward, forward_backward, *_) in contenders.items():
+        fns[name, "fwd"], fns[name, "fwd_bwd"] = forward, forward_backward
+    times = interleaved_times(fns, rounds=rounds, warmup=warmup)
+    pairs = {name: (times[name, "fwd"], times[name, "fwd_bwd"]) for name in contenders}
     return {
         name: (*(statistics.median(s) for s in pair), *(min(s) for s in pair))
-        for name, pair in times.items()
+        for name, pair in pairs.items()
     }
 
 

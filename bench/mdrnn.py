@@ -25,7 +25,13 @@ import jax
 import jax.numpy as jnp
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _results import machine_line, markdown_table, median_time, write_section  # noqa: E402
+from _results import (  # noqa: E402
+    interleaved_times,
+    machine_line,
+    markdown_table,
+    median_time,
+    write_section,
+)
 
 from jaxrnn import mdrnn  # noqa: E402
 
@@ -50,12 +56,8 @@ def interleaved(fns: dict, args, repeats: int = REPEATS, budget: float = 0.5) ->
         jax.block_until_ready(fn(*args))
         first.append(time.perf_counter() - start)
     repeats = max(repeats, min(101, int(budget / max(max(first), 1e-6))))
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            jax.block_until_ready(fn(*args))
-            times[name].append(time.perf_counter() - start)
+    calls = {name: (lambda fn=fn: jax.block_until_ready(fn(*args))) for name, fn in fns.items()}
+    times = interleaved_times(calls, rounds=repeats, warmup=0)
     return {name: statistics.median(t) for name, t in times.items()}
 
 
