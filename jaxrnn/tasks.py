@@ -16,28 +16,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrnn._checks import check_positive_int, is_concrete
+from jaxrnn._checks import check_key, check_positive_int, dtype_of, is_concrete, shape_of
 from jaxrnn.bits import to_bits
 
 
 def _batch_key(key, step):
-    """``fold_in(key, step)``, after checking that ``key`` is a key and ``step`` an index."""
-    dtype = getattr(key, "dtype", None)
-    typed = dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
-    raw = dtype is not None and np.shape(key) == (2,) and dtype == jnp.uint32
-    if not (typed and np.shape(key) == ()) and not raw:
-        raise ValueError(
-            "key: expected one PRNG key (jax.random.key(seed) or jax.random.PRNGKey(seed)), "
-            f"got {type(key).__name__} of shape {np.shape(key)} and dtype {dtype}"
-        )
-    if isinstance(step, bool):
-        raise ValueError(f"step: expected a non-negative integer, got {step!r}")
-    if isinstance(step, (int, np.integer)):
-        if step < 0:
-            raise ValueError(f"step: expected a non-negative integer, got {step!r}")
-    elif not (np.shape(step) == () and jnp.issubdtype(jnp.asarray(step).dtype, jnp.integer)):
-        raise ValueError(f"step: expected a non-negative integer, got {step!r}")
-    elif is_concrete(step) and int(step) < 0:
+    """``fold_in(key, step)``, after checking that ``key`` is one key and ``step`` an index."""
+    check_key(key)
+    integer = not isinstance(step, bool) and (
+        isinstance(step, (int, np.integer))
+        or (shape_of(step) == () and jnp.issubdtype(dtype_of(step), jnp.integer))
+    )
+    if not integer or (is_concrete(step) and int(step) < 0):
         raise ValueError(f"step: expected a non-negative integer, got {step!r}")
     return jax.random.fold_in(key, step)
 

@@ -96,11 +96,25 @@ def test_batches_are_pure_functions_of_key_and_step(make):
 
 
 def test_bad_arguments_raise():
-    with pytest.raises(ValueError, match="key: expected one PRNG key"):
-        tasks.adding_problem(3, 0, batch=2, length=4)
-    with pytest.raises(ValueError, match="key: expected one PRNG key"):
-        tasks.adding_problem(jax.random.split(KEY, 2), 0, batch=2, length=4)
-    for step in (-1, 1.5, True, jnp.array([1, 2]), jnp.array(-2)):
+    for key, got in (
+        (3, "int of shape None"),
+        (jax.random.split(KEY, 2), r"of shape \(2,\) and dtype key"),
+        (jnp.array([0, 0], jnp.int32), r"of shape \(2,\) and dtype int32"),  # raw keys: uint32
+    ):
+        with pytest.raises(ValueError, match=f"key: expected one jax.random key .*, got .*{got}"):
+            tasks.adding_problem(key, 0, batch=2, length=4)
+    for step in (
+        -1,
+        np.int64(-3),
+        1.5,
+        True,
+        "3",
+        None,
+        jnp.array([1, 2]),
+        jnp.array(-2),
+        jnp.array(True),
+        jnp.array(2.0),
+    ):
         with pytest.raises(ValueError, match="step: expected a non-negative integer"):
             tasks.copy_task(KEY, step, batch=2, length=3, delay=1)
     with pytest.raises(ValueError, match="batch: expected a positive integer"):
