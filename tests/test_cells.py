@@ -195,6 +195,25 @@ def test_lists_and_a_shared_unbatched_carry_are_accepted(module):
         np.testing.assert_allclose(want[0][1][1], h_ref, rtol=1e-12)
 
 
+def test_lstm_scalar_broadcasts_the_carry_against_x_like_the_vector_cells():
+    # one state () shared by a batch x (B,), and states (B,) all fed one input x ()
+    params = np_params(lstm_scalar.init(KEY, scale=1.5, dtype=jnp.float64))
+    x = np.linspace(-1.0, 1.5, B)
+    c0, h0 = np.float64(0.3), np.float64(-0.4)
+    want = [np_lstm_scalar(params, [x[n]], c0, h0)[0] for n in range(B)]
+    for x_in in (x, x.tolist()):
+        (c, h), y = lstm_scalar.apply(params, (c0, h0), x_in)
+        assert c.shape == h.shape == y.shape == (B,)
+        np.testing.assert_allclose(c, [w[0] for w in want], rtol=1e-12)
+        np.testing.assert_allclose(h, [w[1] for w in want], rtol=1e-12)
+        np.testing.assert_array_equal(y, h)
+    cs, hs = np.linspace(-0.5, 0.5, B), np.linspace(0.2, -0.6, B)
+    (c, h), _ = lstm_scalar.apply(params, (cs, hs), x[0])
+    want = [np_lstm_scalar(params, [x[0]], cs[n], hs[n])[0] for n in range(B)]
+    np.testing.assert_allclose(c, [w[0] for w in want], rtol=1e-12)
+    np.testing.assert_allclose(h, [w[1] for w in want], rtol=1e-12)
+
+
 @pytest.mark.parametrize("module", [elman, gru])
 def test_jit_vmap_and_grad(module):
     params = module.init(KEY, D, H, dtype=jnp.float64)
@@ -310,7 +329,20 @@ def test_lstm_forget_bias_and_init_shapes():
             lambda: lstm_scalar.apply(
                 lstm_scalar.init(KEY), lstm_scalar.init_carry((2,)), jnp.zeros(3)
             ),
-            r"carry\[0\] \(c\): expected the shape of x",
+            r"carry\[0\] \(c\), carry\[1\] \(h\), x: expected the batch shape of x .* got "
+            r"carry\[0\] \(c\) of shape \(2,\), carry\[1\] \(h\) of shape \(2,\), "
+            r"x of shape \(3,\)",
+        ),
+        (
+            lambda: lstm_scalar.apply(
+                lstm_scalar.init(KEY), (0.0, jnp.zeros(2)), jnp.zeros((2, 3))
+            ),
+            r"x: expected the batch shape of x .* carry\[0\] \(c\) of shape \(\), "
+            r"carry\[1\] \(h\) of shape \(2,\), x of shape \(2, 3\)",
+        ),
+        (
+            lambda: lstm_scalar.apply(lstm_scalar.init(KEY), (0.0, 1j), jnp.zeros(2)),
+            r"carry\[1\] \(h\): expected real numbers \(integer or floating\), got complex",
         ),
         (
             lambda: threshold.apply(threshold.init(KEY, 2, 3), jnp.zeros(3), jnp.zeros(3)),

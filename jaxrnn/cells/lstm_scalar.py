@@ -5,7 +5,9 @@
     c(t) = f(t) c(t-1) + i(t) g(t)             h(t) = o(t) tanh(c(t)),     y(t) = h(t)
 
 Shapes: every weight is a scalar (); x has shape batch (``()`` for one sequence) and the
-carry (c, h) the same shape: a sequence ``xs`` is (T,) or (T, *batch).
+carry (c, h) the same shape: a sequence ``xs`` is (T,) or (T, *batch). As in the vector
+cells, one step also takes shapes that broadcast: a carry of shape () is shared by every
+sequence of x (B,), and c(t), h(t) take the broadcast shape.
 """
 
 from __future__ import annotations
@@ -56,22 +58,30 @@ def apply(params: dict, carry, x):
 
     Args:
       params: the eight scalar weights of :data:`WEIGHTS`, as made by :func:`init`.
-      carry: ``(c(t-1), h(t-1))``, each of the shape of x.
+      carry: ``(c(t-1), h(t-1))``, each of the batch shape of x, or of a shape that
+        broadcasts with it (``()`` for one state shared by every sequence).
       x: x(t), shape batch (``()`` for one sequence).
 
     Returns:
-      ``((c(t), h(t)), h(t))``, each of the shape of x.
+      ``((c(t), h(t)), h(t))``, each of the broadcast shape of c(t-1), h(t-1) and x.
     """
     check_params(params, {name: () for name in WEIGHTS})
     if not (isinstance(carry, tuple) and len(carry) == 2):
         raise ValueError(f"carry: expected a tuple (c, h), got {type(carry).__name__}")
-    for part, name in zip(carry, ("carry[0] (c)", "carry[1] (h)"), strict=True):
-        if shape_of(part) != shape_of(x):
+    parts = {"carry[0] (c)": carry[0], "carry[1] (h)": carry[1], "x": x}
+    for name, value in parts.items():
+        if not is_real(dtype_of(value)):
             raise ValueError(
-                f"{name}: expected the shape of x, {shape_of(x)}, got {shape_of(part)}"
+                f"{name}: expected real numbers (integer or floating), got {dtype_of(value)}"
             )
-    if not is_real(dtype_of(x)):
-        raise ValueError(f"x: expected real numbers (integer or floating), got {dtype_of(x)}")
+    try:  # every axis is a batch axis: the shapes themselves must broadcast
+        np.broadcast_shapes(*(shape_of(value) for value in parts.values()))
+    except ValueError:
+        got = ", ".join(f"{name} of shape {shape_of(value)}" for name, value in parts.items())
+        raise ValueError(
+            f"{', '.join(parts)}: expected the batch shape of x (or shapes that broadcast), "
+            f"got {got}"
+        ) from None
     c_prev, h_prev, x = jnp.asarray(carry[0]), jnp.asarray(carry[1]), jnp.asarray(x)
     i, f, o, g = gates(params, h_prev, x)
     c = f * c_prev + i * g
