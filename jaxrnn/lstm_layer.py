@@ -8,7 +8,9 @@ the same gradients (equal to ``jax.grad`` of that scan up to rounding); only fas
     c_t = f_t * c_{t-1} + i_t * g_t             h_t = o_t * tanh(c_t),    y_t = h_t
 
 The twelve weights are fused into three arrays once per call (:mod:`jaxrnn.lstm_fast.fused`);
-the kernel and its backward recursions are in :mod:`jaxrnn.lstm_fast.kernel`.
+the kernel and its backward recursions are in :mod:`jaxrnn.lstm_fast.kernel`. ``reverse=True``
+runs the same forward kernel on each sequence reversed within its length (one gather in,
+the same gather out).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import math
 
 import jax.numpy as jnp
+import numpy as np
 
 from jaxrnn._checks import check_last_dim, check_lengths, check_matrix, dtype_of, shape_of
 from jaxrnn.cells import lstm
@@ -49,16 +52,41 @@ def _check_inputs(params, carry, xs, choices):
     return dtypes.pop()
 
 
-def lstm_layer(params: dict, carry, xs, *, lengths=None, choices: Choices | None = None):
+def _reverse_within_lengths(a, lengths):
+    """``a`` (T, B, ...) with each sequence's first ``lengths[n]`` steps in reverse order.
+
+    ``out[t, n] = a[L_n - 1 - t, n]`` for ``t < L_n`` and ``a[t, n]`` (padding stays put)
+    otherwise, ``L_n = lengths[n]`` (T for every n if ``lengths`` is None). The map is its
+    own inverse, and a permutation: its gradient is the same reordering, exactly.
+    """
+    if lengths is None:
+        return a[::-1]
+    t = jnp.arange(a.shape[0])[:, None]
+    source = jnp.where(t < lengths, lengths - 1 - t, t)
+    return jnp.take_along_axis(a, source.reshape(source.shape + (1,) * (a.ndim - 2)), axis=0)
+
+
+def lstm_layer(
+    params: dict,
+    carry,
+    xs,
+    *,
+    lengths=None,
+    reverse: bool = False,
+    choices: Choices | None = None,
+):
     """Run the vector LSTM over ``xs``; the gradient is the hand BPTT, not autodiff.
 
-    Equal to ``jaxrnn.scan(jaxrnn.cells.lstm.apply, params, carry, xs, lengths=lengths)``,
-    including with ``lengths`` (sequence n runs its first ``lengths[n]`` steps; its carry
-    then stops and its outputs are zero). The plain-Python meaning, per sequence n::
+    Equal to ``jaxrnn.scan(jaxrnn.cells.lstm.apply, params, carry, xs, lengths=lengths,
+    reverse=reverse)``, including with ``lengths`` (sequence n runs its first ``lengths[n]``
+    steps; its carry then stops and its outputs are zero) and ``reverse`` (those steps run
+    from ``lengths[n] - 1`` down to 0, and ``ys[t]`` stays aligned with ``xs[t]``). The
+    plain-Python meaning, per sequence n::
 
         c, h = carry
         ys = zeros((T, H))
-        for t in range(lengths[n] if lengths is not None else T):
+        L = lengths[n] if lengths is not None else T
+        for t in (reversed(range(L)) if reverse else range(L)):
             (c, h), ys[t] = jaxrnn.cells.lstm.apply(params, (c, h), xs[t])
         return (c, h), ys
 
@@ -70,6 +98,7 @@ def lstm_layer(params: dict, carry, xs, *, lengths=None, choices: Choices | None
       carry: ``(c_0, h_0)``, each (*batch, H).
       xs: (T, *batch, D).
       lengths: optional integer (*batch,) with values in [0, T].
+      reverse: run each sequence from its last step (``lengths[n] - 1``, or T - 1) to 0.
       choices: how the kernel is computed (:class:`jaxrnn.lstm_fast.Choices`); the default
         is the fastest measured on CPU. Results do not depend on it beyond rounding.
 
@@ -77,6 +106,8 @@ def lstm_layer(params: dict, carry, xs, *, lengths=None, choices: Choices | None
       ``((c_T, h_T), ys)``: the final carry, each (*batch, H), and ys (T, *batch, H).
     """
     choices = Choices() if choices is None else choices
+    if not isinstance(reverse, (bool, np.bool_)):
+        raise ValueError(f"reverse: expected True or False, got {reverse!r}")
     dtype = _check_inputs(params, carry, xs, choices)
     xs_shape = shape_of(xs)
     n_steps, batch, in_dim = xs_shape[0], xs_shape[1:-1], xs_shape[-1]
@@ -90,16 +121,22 @@ def lstm_layer(params: dict, carry, xs, *, lengths=None, choices: Choices | None
     hidden = shape_of(c0)[-1]
     n_seq = math.prod(batch)
     xs_flat = jnp.asarray(xs, dtype).reshape(n_steps, n_seq, in_dim)
-    mask = None
+    mask = flat_lengths = None
     if lengths is not None:
-        active = jnp.arange(n_steps)[:, None] < jnp.asarray(lengths).reshape(1, n_seq)
-        mask = active[..., None]
+        # clipped as under jit a value outside [0, T] cannot be rejected (it acts as the bound)
+        flat_lengths = jnp.clip(jnp.asarray(lengths).reshape(n_seq), 0, n_steps)
+        mask = (jnp.arange(n_steps)[:, None] < flat_lengths)[..., None]
+    if reverse:
+        # the reordering keeps steps t < L_n at t < L_n, so the mask needs no reordering
+        xs_flat = _reverse_within_lengths(xs_flat, flat_lengths)
     W, U, b = fuse(params)
     c_last, hs = lstm_scan_split(
         choices, W, U, b, c0.reshape(n_seq, hidden), h0.reshape(n_seq, hidden), xs_flat, mask
     )
     h_last = hs[-1]
     ys = hs if mask is None else jnp.where(mask, hs, 0)
+    if reverse:
+        ys = _reverse_within_lengths(ys, flat_lengths)
     return (
         (c_last.reshape(*batch, hidden), h_last.reshape(*batch, hidden)),
         ys.reshape(n_steps, *batch, hidden),

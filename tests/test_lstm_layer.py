@@ -1,5 +1,6 @@
 """The fast LSTM layer: equal to the plain scan and to a NumPy loop, gradients equal to
-jax.grad of the plain scan (float64, <= 1e-10 relative), with and without lengths."""
+jax.grad of the plain scan (float64, <= 1e-10 relative), with and without lengths, forward
+and reverse."""
 
 import jax
 import jax.numpy as jnp
@@ -42,17 +43,21 @@ def _setup(seed, batch=(B,), n_steps=T, dtype=jnp.float64):
     return params, carry, xs
 
 
-def _numpy_lstm(params, carry, xs, lengths=None):
+def _numpy_lstm(params, carry, xs, lengths=None, reverse=False):
     """An independent float64 NumPy loop over SPEC §4 (test_cells.np_lstm), per sequence,
-    stopping at each sequence's length; outputs past it stay zero."""
+    stopping at each sequence's length; outputs past it stay zero. ``reverse`` runs the loop
+    over the sequence's steps flipped (length - 1 down to 0) and flips its outputs back."""
     p = {k: np.asarray(v, np.float64) for k, v in params.items()}
     xs = np.asarray(xs, np.float64)
     c_all, h_all = (np.array(a, np.float64) for a in carry)
     ys = np.zeros(xs.shape[:-1] + (H,))
     for n in range(xs.shape[1]):
         length = xs.shape[0] if lengths is None else int(lengths[n])
-        if length:
-            (c_all[n], h_all[n]), ys[:length, n] = np_lstm(p, xs[:length, n], c_all[n], h_all[n])
+        if not length:
+            continue
+        steps = xs[:length, n][::-1] if reverse else xs[:length, n]
+        (c_all[n], h_all[n]), ys_n = np_lstm(p, steps, c_all[n], h_all[n])
+        ys[:length, n] = ys_n[::-1] if reverse else ys_n
     return (c_all, h_all), ys
 
 
@@ -75,42 +80,73 @@ def _max_relative_error(expected, got):
     return max(jax.tree_util.tree_leaves(errors))
 
 
-def _gradients(params, carry, xs, lengths, choices, seed=0):
+def _gradients(params, carry, xs, lengths, choices, seed=0, reverse=False):
     k1, k2 = jax.random.split(jax.random.PRNGKey(seed + 100))
     weights = (
         jax.random.normal(k1, xs.shape[:-1] + (H,), xs.dtype),
         jax.random.normal(k2, xs.shape[1:-1] + (H,), xs.dtype),
     )
-    reference = _loss(lambda p, c, x: jaxrnn.scan(lstm.apply, p, c, x, lengths=lengths), weights)
-    fast = _loss(lambda p, c, x: lstm_layer(p, c, x, lengths=lengths, choices=choices), weights)
+    options = {"lengths": lengths, "reverse": reverse}
+    reference = _loss(lambda p, c, x: jaxrnn.scan(lstm.apply, p, c, x, **options), weights)
+    fast = _loss(lambda p, c, x: lstm_layer(p, c, x, choices=choices, **options), weights)
     expected = jax.jit(jax.grad(reference, argnums=(0, 1, 2)))(params, carry, xs)
     got = jax.jit(jax.grad(fast, argnums=(0, 1, 2)))(params, carry, xs)
     return expected, got
 
 
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 @pytest.mark.parametrize("lengths", [None, [7, 3, 0, 1]], ids=["full", "lengths"])
-def test_forward_equals_a_numpy_loop(lengths):
+def test_forward_equals_a_numpy_loop_and_the_plain_scan(lengths, reverse):
     params, carry, xs = _setup(0)
     lengths = None if lengths is None else jnp.array(lengths)
-    (c, h), ys = lstm_layer(params, carry, xs, lengths=lengths)
-    (c_np, h_np), ys_np = _numpy_lstm(params, carry, xs, lengths)
+    (c, h), ys = lstm_layer(params, carry, xs, lengths=lengths, reverse=reverse)
+    (c_np, h_np), ys_np = _numpy_lstm(params, carry, xs, lengths, reverse)
     np.testing.assert_allclose(ys, ys_np, rtol=1e-12, atol=1e-13)
     np.testing.assert_allclose(c, c_np, rtol=1e-12, atol=1e-13)
     np.testing.assert_allclose(h, h_np, rtol=1e-12, atol=1e-13)
+    (c_ref, h_ref), ys_ref = jaxrnn.scan(
+        lstm.apply, params, carry, xs, lengths=lengths, reverse=reverse
+    )
+    np.testing.assert_allclose(ys, ys_ref, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(c, c_ref, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(h, h_ref, rtol=1e-12, atol=1e-13)
 
 
-def test_gradients_equal_jax_grad_of_the_plain_scan_without_lengths():
+def test_reverse_runs_each_sequence_from_its_own_last_step():
+    # Sequence 1 (length 3) in reverse sees xs[2], xs[1], xs[0] only: its final carry is one
+    # forward run over those three steps, and its output at t = 0 is that run's last output.
+    params, carry, xs = _setup(11)
+    lengths = jnp.array([7, 3, 0, 1])
+    (c, h), ys = lstm_layer(params, carry, xs, lengths=lengths, reverse=True)
+    p = {k: np.asarray(v) for k, v in params.items()}
+    xs_np, c0, h0 = np.asarray(xs), np.asarray(carry[0]), np.asarray(carry[1])
+    (c1, h1), ys1 = np_lstm(p, xs_np[2::-1, 1], c0[1], h0[1])
+    np.testing.assert_allclose(c[1], c1, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(h[1], h1, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(ys[:3, 1], ys1[::-1], rtol=1e-12, atol=1e-13)
+    np.testing.assert_array_equal(ys[3:, 1], np.zeros((T - 3, H)))
+    # length 1: one step on xs[0]; length 0: the carry unchanged and no output
+    (_, h3), _ = np_lstm(p, xs_np[:1, 3], c0[3], h0[3])
+    np.testing.assert_allclose(h[3], h3, rtol=1e-12, atol=1e-13)
+    np.testing.assert_array_equal(h[2], h0[2])
+    np.testing.assert_array_equal(ys[:, 2], np.zeros((T, H)))
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+def test_gradients_equal_jax_grad_of_the_plain_scan_without_lengths(reverse):
     params, carry, xs = _setup(1)
-    expected, got = _gradients(params, carry, xs, None, Choices())
+    expected, got = _gradients(params, carry, xs, None, Choices(), reverse=reverse)
     assert _max_relative_error(expected, got) <= 1e-10
 
 
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 @pytest.mark.parametrize("name", sorted(CHOICES))
-def test_gradients_equal_jax_grad_of_the_plain_scan_with_lengths_for_every_choice(name):
+def test_gradients_equal_jax_grad_of_the_plain_scan_with_lengths_for_every_choice(name, reverse):
     # lengths exercise the masked code path, which contains the unmasked one (all active
     # for sequence 0) as well as stopped (3, 1) and never-started (0) sequences
     params, carry, xs = _setup(1)
-    expected, got = _gradients(params, carry, xs, jnp.array([7, 3, 0, 1]), CHOICES[name])
+    lengths = jnp.array([7, 3, 0, 1])
+    expected, got = _gradients(params, carry, xs, lengths, CHOICES[name], reverse=reverse)
     assert _max_relative_error(expected, got) <= 1e-10
 
 
@@ -120,13 +156,16 @@ def test_gradients_equal_jax_grad_of_the_plain_scan_with_lengths_for_every_choic
     batch=st.lists(st.integers(1, 3), min_size=0, max_size=2).map(tuple),
     seed=st.integers(0, 10_000),
     use_lengths=st.booleans(),
+    reverse=st.booleans(),
 )
-def test_gradients_equal_jax_grad_for_random_shapes_and_lengths(n_steps, batch, seed, use_lengths):
+def test_gradients_equal_jax_grad_for_random_shapes_and_lengths(
+    n_steps, batch, seed, use_lengths, reverse
+):
     params, carry, xs = _setup(seed, batch=batch, n_steps=n_steps)
     lengths = None
     if use_lengths:
         lengths = jax.random.randint(jax.random.PRNGKey(seed), batch, 0, n_steps + 1)
-    expected, got = _gradients(params, carry, xs, lengths, Choices(), seed)
+    expected, got = _gradients(params, carry, xs, lengths, Choices(), seed, reverse)
     assert _max_relative_error(expected, got) <= 1e-10
 
 
@@ -145,12 +184,13 @@ def test_a_sequence_of_length_zero_passes_its_carry_and_gradient_through():
     assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree_util.tree_leaves(grads[0]))
 
 
-def test_lengths_under_jit_as_traced_values():
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+def test_lengths_under_jit_as_traced_values(reverse):
     params, carry, xs = _setup(3)
     lengths = jnp.array([2, 7, 5, 1])
-    run = jax.jit(lambda p, c, x, n: lstm_layer(p, c, x, lengths=n))
+    run = jax.jit(lambda p, c, x, n: lstm_layer(p, c, x, lengths=n, reverse=reverse))
     (c, h), ys = run(params, carry, xs, lengths)
-    (c_np, h_np), ys_np = _numpy_lstm(params, carry, xs, lengths)
+    (c_np, h_np), ys_np = _numpy_lstm(params, carry, xs, lengths, reverse)
     np.testing.assert_allclose(ys, ys_np, rtol=1e-12, atol=1e-13)
     np.testing.assert_allclose(h, h_np, rtol=1e-12, atol=1e-13)
 
@@ -240,3 +280,9 @@ def test_bad_lengths_raise(lengths, message):
 def test_bad_choices_raise(choices, message):
     with pytest.raises(ValueError, match=message):
         lstm_layer(*_setup(10), choices=choices)
+
+
+@pytest.mark.parametrize("reverse", [1, "yes", None, jnp.array(True)])
+def test_bad_reverse_raises(reverse):
+    with pytest.raises(ValueError, match=r"reverse: expected True or False, got"):
+        lstm_layer(*_setup(12), reverse=reverse)
