@@ -124,6 +124,17 @@ def test_every_adjoint_equals_an_independent_numpy_loop():
         assert_close_rel(hand[name], loop[name], 1e-12)
 
 
+def test_integer_inputs_are_real_numbers_taken_in_the_params_dtype():
+    # bits as int32 xs and small int32 dL_dh: the adjoints of the same values as floats
+    params, xs, dL_dh = make_problem(5, 6, ())
+    bits, counts = (xs > 0).astype(jnp.int32), jnp.round(2 * dL_dh).astype(jnp.int32)
+    hand = bptt.lstm(params, bits, counts)
+    loop = numpy_bptt(params, np.asarray(bits, float), np.asarray(counts, float))
+    assert hand["x"].dtype == hand["W_i"].dtype == jnp.float64
+    for name in loop:
+        assert_close_rel(hand[name], loop[name], 1e-12)
+
+
 def test_h_prev_is_the_part_through_step_t_and_h_adds_the_direct_term():
     # h̄_{t-1} = dL/dh_{t-1} (direct) + dL/dh_{t-1} through step t: h = dL_dh + shifted h_prev.
     params, xs, dL_dh = make_problem(3, 8, (2,))
@@ -154,6 +165,9 @@ def test_pre_and_post_activation_adjoints_differ_by_the_gate_slopes():
         (lambda p, x, d: ({k: v for k, v in p.items() if k != "U_f"}, x, d), "U_f"),
         (lambda p, x, d: ({**p, "b_o": jnp.zeros(5)}, x, d), "b_o"),
         (lambda p, x, d: ({**p, "W_i": jnp.zeros(3)}, x, d), "W_i"),
+        (lambda p, x, d: (p, x.astype(complex), d), r"xs: expected real numbers .* got complex"),
+        (lambda p, x, d: (p, x, d.astype(complex)), r"dL_dh: expected real numbers .* complex"),
+        (lambda p, x, d: (p, x > 0, d), r"xs: expected real numbers .* got bool"),
     ],
 )
 def test_bad_input_raises_value_error_naming_it(change, match):

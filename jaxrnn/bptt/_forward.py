@@ -12,7 +12,9 @@ def check_sequences(xs, dL_dh, *, in_dim: int | None, hidden: int | None):
     """Check ``xs`` (T, *batch, D) and ``dL_dh`` (T, *batch, H); ``None`` sizes = scalar model.
 
     For the scalar model (``in_dim = hidden = None``) ``xs`` is (T, *batch) and ``dL_dh``
-    must have the same shape. Returns both as arrays.
+    must have the same shape. Both hold real numbers: integer or floating (bits as int32
+    work, and are taken in the params' dtype); bool and complex are refused. Returns both
+    as arrays.
     """
     xs_shape, dl_shape = shape_of(xs), shape_of(dL_dh)
     vector = in_dim is not None
