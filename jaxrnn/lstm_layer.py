@@ -126,6 +126,8 @@ def lstm_layer(
         # clipped as under jit a value outside [0, T] cannot be rejected (it acts as the bound)
         flat_lengths = jnp.clip(jnp.asarray(lengths).reshape(n_seq), 0, n_steps)
         mask = (jnp.arange(n_steps)[:, None] < flat_lengths)[..., None]
+        # padding steps see zeros (as in jaxrnn.scan): NaN padding cannot reach the gradients
+        xs_flat = jnp.where(mask, xs_flat, 0)
     if reverse:
         # the reordering keeps steps t < L_n at t < L_n, so the mask needs no reordering
         xs_flat = _reverse_within_lengths(xs_flat, flat_lengths)

@@ -185,6 +185,27 @@ def test_a_sequence_of_length_zero_passes_its_carry_and_gradient_through():
 
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+def test_nan_padding_reaches_neither_outputs_nor_gradients(reverse):
+    params, carry, xs = _setup(3)
+    lengths = jnp.array([T, 3, 0, 1])
+    zero_pad = xs.at[3:, 1].set(0.0).at[:, 2].set(0.0).at[1:, 3].set(0.0)
+    weights = (jnp.ones(xs.shape[:-1] + (H,)), jnp.ones(xs.shape[1:-1] + (H,)))
+    loss = _loss(lambda p, c, x: lstm_layer(p, c, x, lengths=lengths, reverse=reverse), weights)
+    grad = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
+    want = grad(params, carry, zero_pad)
+    for bad in (jnp.nan, jnp.inf, 1e300):
+        padded = xs.at[3:, 1].set(bad).at[:, 2].set(bad).at[1:, 3].set(bad)
+        np.testing.assert_array_equal(loss(params, carry, padded), loss(params, carry, zero_pad))
+        got = grad(params, carry, padded)
+        for g, w in zip(jax.tree.leaves(got[:2]), jax.tree.leaves(want[:2]), strict=True):
+            np.testing.assert_array_equal(g, w)
+            assert np.isfinite(g).all()
+        # the input gradient of a padding step is zero, of a valid step unchanged
+        np.testing.assert_array_equal(got[2], want[2])
+        assert not got[2][3:, 1].any() and not got[2][:, 2].any() and got[2][:3, 1].all()
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 def test_lengths_under_jit_as_traced_values(reverse):
     params, carry, xs = _setup(3)
     lengths = jnp.array([2, 7, 5, 1])
