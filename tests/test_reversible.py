@@ -162,6 +162,19 @@ def test_beta_outside_the_supported_open_interval_is_rejected(beta):
         reversible.forward(reversible.init(PARAMS), grad_fn, np.full(5, 0.1), betas)
 
 
+def test_the_largest_supported_beta_is_65535_over_2_16():
+    alphas = np.full(50, 0.05)
+    start = reversible.init(PARAMS)
+    end = reversible.forward(start, grad_fn, alphas, np.full(50, 65535 / 2**16))
+    assert same_words(reversible.reverse(end, grad_fn, alphas, np.full(50, 65535 / 2**16)), start)
+    # 1 - 2^-17 lies half way between 65535 and 65536 (/ 2^16) and rounds to even: 65536.
+    with pytest.raises(ValueError, match=r"betas: .*keep beta in \[2\^-8, 65535 / 2\^16\]"):
+        reversible.forward(start, grad_fn, alphas, np.full(50, 1 - 2**-17))
+    with pytest.raises(ValueError, match="beta: expected a momentum"):
+        reversible.information_bound([0.9, 1 - 2**-17], 3)
+    assert reversible.information_bound([0.5, 2**-8], 3) == 3 * (1 + 8)
+
+
 def test_the_smallest_supported_beta_spills_every_step_and_reverses_exactly():
     n_steps, beta = 200, 2.0**-8  # 8 bits destroyed per step: one byte spilled per step
     alphas, betas = np.full(n_steps, 0.05), np.full(n_steps, beta)
@@ -271,19 +284,67 @@ def test_a_gradient_that_recomputes_differently_is_detected():
     start = reversible.init(PARAMS)
     end = reversible.forward(start, grad_fn, alphas, betas)
 
-    def off_by_one_ulp_at(step):
-        def grads(p, k):
-            g = grad_fn(p, k)
-            w = jnp.where(k == step, jnp.nextafter(g["w"], jnp.float32(jnp.inf)), g["w"])
-            return {"w": w, "b": g["b"]}
-
-        return grads
-
     with pytest.raises(reversible.TrajectoryMismatchError, match="differs from the forward"):
         reversible.reverse(end, off_by_one_ulp_at(250), alphas, betas)
     with pytest.raises(reversible.TrajectoryMismatchError):
         reversible.reverse(end, off_by_one_ulp_at(2), alphas, betas)  # only the checksum sees it
-    assert same_words(reversible.reverse(end, grad_fn, alphas, betas), start)
+
+
+def test_a_tiny_difference_at_the_first_step_of_a_call_is_detected():
+    # A step word that differs by fewer than n units leaves v(k) of the inverse step alone
+    # and changes only the buffer word it restores; at a call's first step no later v shows
+    # it, so the checksum includes the call's starting words.
+    table = 0.01 * jax.random.normal(KEY, (40, 4), jnp.float32)
+    nudged = table.at[0].set(jnp.nextafter(table[0], jnp.inf))
+    nudged = nudged.at[20].set(jnp.nextafter(table[20], jnp.inf))
+    grads = lambda t: lambda p, k: {"w": t[k] + 0 * p["w"], "b": 0 * p["b"]}
+    alphas, betas = np.full(20, 0.1), np.full(20, 0.9)
+    start = reversible.init(PARAMS)
+    first = reversible.forward(start, grads(table), alphas, betas)  # steps 0..19
+    second = reversible.forward(first, grads(table), alphas, betas)  # steps 20..39
+    for end in (first, second):
+        with pytest.raises(reversible.TrajectoryMismatchError):
+            reversible.reverse(end, grads(nudged), alphas, betas)
+    back = reversible.reverse(reversible.reverse(second, grads(table), alphas, betas),
+                              grads(table), alphas, betas)  # fmt: skip
+    assert same_words(back, start)
+
+
+def off_by_one_ulp_at(step):
+    """grad_fn, except that w's gradient at ``step`` is one float32 ulp larger."""
+
+    def grads(p, k):
+        g = grad_fn(p, k)
+        w = jnp.where(k == step, jnp.nextafter(g["w"], jnp.float32(jnp.inf)), g["w"])
+        return {"w": w, "b": g["b"]}
+
+    return grads
+
+
+@pytest.mark.parametrize("step", [0, 1, 2, 7, 19])
+def test_a_one_ulp_different_gradient_at_any_step_of_a_short_call_is_detected(step):
+    alphas, betas = np.full(20, 0.05), np.full(20, 0.9)
+    end = reversible.forward(reversible.init(PARAMS), grad_fn, alphas, betas)
+    with pytest.raises(reversible.TrajectoryMismatchError):
+        reversible.reverse(end, off_by_one_ulp_at(step), alphas, betas)
+
+
+def test_reverse_and_forward_run_inside_a_users_jit_on_a_closed_over_state():
+    alphas, betas = np.full(30, 0.05), np.full(30, 0.9)
+    start = reversible.init(PARAMS)
+    end = reversible.forward(start, grad_fn, alphas, betas)
+    back = jax.jit(lambda: reversible.params(reversible.reverse(end, grad_fn, alphas, betas)))()
+    for leaf, original in zip(jax.tree.leaves(back), jax.tree.leaves(PARAMS), strict=True):
+        np.testing.assert_array_equal(leaf, original)
+    shapes = jax.eval_shape(
+        lambda: reversible.params(reversible.reverse(end, grad_fn, alphas, betas))
+    )
+    assert jax.tree.map(lambda a: a.shape, shapes) == jax.tree.map(jnp.shape, PARAMS)
+    ahead = jax.jit(lambda: reversible.params(reversible.forward(start, grad_fn, alphas, betas)))()
+    for got, want in zip(
+        jax.tree.leaves(ahead), jax.tree.leaves(reversible.params(end)), strict=True
+    ):
+        np.testing.assert_array_equal(got, want)
 
 
 # ----------------------------------------------------------------------------- x64 scope
@@ -295,6 +356,25 @@ def test_the_x64_switch_is_unchanged_by_the_calls():
     reversible.reverse(end, grad_fn, np.full(50, 0.05), np.full(50, 0.9))
     assert jax.config.jax_enable_x64 == before
     assert end.theta[0].hi.dtype == jnp.uint32
+
+
+def test_importing_the_library_starts_no_jax_backend():
+    # jax.distributed.initialize must run before any backend starts; the library's import
+    # must leave that possible (no arrays built at import time).
+    code = textwrap.dedent(
+        """
+        import importlib, pkgutil
+        import jaxrnn
+        for module in pkgutil.walk_packages(jaxrnn.__path__, "jaxrnn."):
+            if not module.name.endswith("__main__"):
+                importlib.import_module(module.name)
+        from jax._src import xla_bridge
+        print(xla_bridge.backends_are_initialized())
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
 
 
 def test_without_x64_the_words_are_uint32_and_reversal_is_exact():

@@ -121,3 +121,30 @@ def test_sweep_memory_reports_the_buffer_and_the_compiled_sweep():
     assert spills >= 1 and all(s.shape[0] == spills for s in end.slots)
     assert mem["buffer_bytes"] == reversible.stored_bits(end) // 8 == 21 * (32 + 8 * spills) // 8
     assert mem["temp_bytes"] > 0 and mem["argument_bytes"] >= mem["buffer_bytes"]
+
+
+def test_a_bare_array_hyperparameter_gets_its_gradient():
+    def train_bare(p, lam, k):
+        return train_loss(p, {"l2": lam}, k)
+
+    alphas, betas = jnp.full(T, 0.05), reversible.represented_betas(np.full(T, 0.9))
+    _, hg = reversible.hypergradient(train_bare, lambda p, lam: val_loss(p, {"l2": lam}), P0,
+                                     alphas, betas, LAM["l2"])  # fmt: skip
+    want = jax.grad(unrolled, argnums=3)(alphas, jnp.asarray(betas), P0, LAM)
+    assert jnp.shape(hg.hyper) == () and rel_err(hg.hyper, want["l2"]) <= 1e-6
+
+
+def test_a_mismatch_at_the_first_step_is_detected_by_the_sweep():
+    traces = []
+
+    def flaky(p, lam, k):  # traced by the forward pass first, then by the sweep
+        traces.append(k)
+        bump = jnp.where(k == 0, 1e-6 * (len(traces) > 1), 0.0)
+        return train_loss(p, lam, k) + bump * jnp.sum(p["w1"])
+
+    # The sweep's gradient differs from the forward pass's only at step 0, by 54 units of
+    # 2^-30 (< n): the reconstructed buffer words, not v(0), show it.
+    with pytest.raises(reversible.TrajectoryMismatchError):
+        reversible.hypergradient(
+            flaky, val_loss, P0, jnp.full(T, 0.05), np.full(T, 0.9), LAM, frac_bits=30
+        )

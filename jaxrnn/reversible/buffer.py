@@ -54,10 +54,18 @@ SLOT_DTYPE = jnp.uint8
 MIN_NUMERATOR = 1 << (KEPT_BITS - BETA_BITS)  # n >= 2^8: a kept word < n · 2^16 always fits
 
 
+SUPPORTED_BETAS = "keep beta in [2^-8, 65535 / 2^16]"
+
+
 def numerator(beta: float) -> int:
-    """The n of beta ≈ n / 2^16 (nearest), clipped to the supported 2^8 <= n < 2^16."""
-    n = int(round(float(beta) * DENOMINATOR))
-    return min(max(n, MIN_NUMERATOR), DENOMINATOR - 1)
+    """The n of beta ≈ n / 2^16 (nearest, half to even); supported: 2^8 <= n < 2^16."""
+    n = int(np.rint(float(beta) * DENOMINATOR)) if np.isfinite(beta) else 0
+    if not MIN_NUMERATOR <= n < DENOMINATOR:
+        raise ValueError(
+            f"beta: expected a momentum used as n / 2^16 with 2^8 <= n < 2^16 "
+            f"({SUPPORTED_BETAS}), got {beta}"
+        )
+    return n
 
 
 def mul_ratio(v: fp.Word, word, n):

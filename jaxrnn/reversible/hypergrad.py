@@ -97,6 +97,7 @@ def _sweep(train_loss, treedef, dtypes, frac_bits, words, adjoints, xs, hyper):
 
     init = (words, adjoints, jnp.asarray(-1, jnp.int32), jnp.asarray(0, jnp.uint32))
     (words, adjoints, bad, checksum), (a_bar, b_bar) = jax.lax.scan(body, init, xs, reverse=True)
+    checksum = checksum + sgd.buffer_digest(words[2], xs["k"][0])
     return words, adjoints, bad, checksum, a_bar, b_bar
 
 
@@ -180,6 +181,6 @@ def hypergradient(train_loss, val_loss, params0, alphas, betas, hyper=None, *, f
         alphas=_like_schedule(a_bar, alphas, treedef),
         betas=_like_schedule(b_bar, betas, treedef),
         params0=jax.tree_util.tree_unflatten(treedef, theta_bar),
-        hyper=None if lam_bar == () else lam_bar,
+        hyper=None if isinstance(lam_bar, tuple) and not lam_bar else lam_bar,
     )
     return value, grads

@@ -172,7 +172,7 @@ def undo(opt: ReversibleMomentum, state: ReversibleMomentumState, grad_fn):
     Returns the previous state (bit for bit, when ``grad_fn`` computes exactly the gradient
     used forward: use the same compiled function, e.g. one ``jax.jit(jax.grad(loss))``, both
     ways, since eager and fused evaluation may round differently). A mismatch is detected
-    where the buffer restores a spilled half, and by the checksum of all steps on reaching
+    where the buffer restores a spilled byte, and by the checksum of all steps on reaching
     step 0; it sets ``mismatch_step`` (as does an undo past step 0); :func:`check` raises.
     """
     treedef = jax.tree_util.tree_structure(state.dtypes)

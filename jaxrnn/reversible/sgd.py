@@ -42,6 +42,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax._src import core as _jax_core  # trace_state_clean: is a transformation tracing?
 
 from jaxrnn._checks import is_concrete
 from jaxrnn.reversible import buffer
@@ -297,7 +298,7 @@ def _check_schedules(state: State, alphas, betas):
             k = int(np.argmax((n < low) | (n > high)))
             raise ValueError(
                 f"betas: beta = {b[k]} at step {k} is outside the supported range: beta is "
-                "used as n / 2^16 with 2^8 <= n < 2^16, so keep beta in [2^-8, 1 - 2^-17]"
+                f"used as n / 2^16 with 2^8 <= n < 2^16, so {buffer.SUPPORTED_BETAS}"
             )
         seen[key] = n.astype(np.uint32)
         numerators.append(seen[key])
@@ -342,7 +343,20 @@ def velocity_leaf(theta, vel, word, slots, alpha_g, n, flag, slot, frac_bits, k)
     return fp.sub(scaled, step_word), word, slots, digest, bad
 
 
-POISON = fp.const(1 << 62)  # a step that drives v out of its guard range, without wrapping
+# A step that drives v out of its guard range without wrapping: 2^62 units (NumPy scalars,
+# so that importing the library does not start a JAX backend).
+POISON = fp.Word(np.uint32(1 << 30), np.uint32(0))
+
+
+def buffer_digest(words, step):
+    """The fingerprint of the buffer words at a call's first ``step``.
+
+    The checksum of a call adds it to the fingerprints of v(k), k = first..last: a
+    recomputed step alpha_k g that differs changes v(k) or the buffer word the reverse
+    pass reconstructs (the inverse step is injective in it), and a changed word shows in
+    v(k - 1) or, at the call's first step, here.
+    """
+    return sum((fp.fingerprint(fp.Word(w, w), step) for w in words), jnp.uint32(0))
 
 
 def _sum_and_any(terms, flags):
@@ -367,7 +381,8 @@ def forward_leaf(theta, vel, word, slots, alpha_g, n, flag, slot, frac_bits):
     out by guard ranges checked on the *inputs* (cheap: no second pass over the buffer
     arithmetic): with |theta| < 2^62, |v| < 2^61 and |alpha g| < 2^61 (in units of 2^-F)
     no sum can wrap. ``bad_input`` (theta or v outside its guard range: produced by the
-    previous step) and ``bad_step`` (alpha g outside its range or not finite) are scalars.
+    previous step) and ``bad_step`` (alpha g outside its range or not finite, or a buffer
+    word beyond its bound) are scalars.
     """
     bad_input = ~fp.fits(theta, THETA_BITS) | ~fp.fits(vel, VELOCITY_BITS)
     word, slots = buffer.spill(word, slots, flag, slot)
@@ -455,7 +470,8 @@ def _forward_scan(grad_fn, treedef, dtypes, frac_bits, words, xs, extra):
 
     theta0, vel0, word0, slots0 = words
     previous0 = [fp.sub(t, v) for t, v in zip(theta0, vel0, strict=True)]
-    init = (previous0, vel0, word0, slots0, jnp.asarray(-1, jnp.int32), jnp.asarray(0, jnp.uint32))
+    checksum0 = buffer_digest(word0, xs["k"][0])
+    init = (previous0, vel0, word0, slots0, jnp.asarray(-1, jnp.int32), checksum0)
     (previous, vel, word, slots, bad, checksum), _ = jax.lax.scan(body, init, xs)
     theta = [fp.add(t, v) for t, v in zip(previous, vel, strict=True)]
     last_bad = jnp.any(jnp.stack([out_of_range(t, v) for t, v in zip(theta, vel, strict=True)]))
@@ -493,6 +509,7 @@ def _reverse_scan(grad_fn, treedef, dtypes, frac_bits, words, xs, extra):
 
     init = (*words, jnp.asarray(-1, jnp.int32), jnp.asarray(0, jnp.uint32))
     (theta, vel, word, slots, bad, checksum), _ = jax.lax.scan(body, init, xs, reverse=True)
+    checksum = checksum + buffer_digest(word, xs["k"][0])
     return (theta, vel, word, slots), bad, checksum
 
 
@@ -512,8 +529,29 @@ _SCANS = {
 
 def _run_scan(name: str, *args):
     """Run the jitted forward or reverse scan, with the CPU options when at top level."""
-    top_level = all(is_concrete(leaf) for leaf in jax.tree_util.tree_leaves(args[4:]))
-    return _SCANS[name, top_level and jax.default_backend() == "cpu"](*args)
+    tuned = (
+        jax.default_backend() == "cpu"
+        and _outside_any_trace()
+        and all(is_concrete(leaf) for leaf in jax.tree_util.tree_leaves(args[4:]))
+        and _cpu_options_supported()
+    )
+    return _SCANS[name, tuned](*args)
+
+
+def _outside_any_trace() -> bool:
+    """True when no JAX transformation (jit, vmap, grad, eval_shape...) traces the caller."""
+    clean = getattr(_jax_core, "trace_state_clean", None)
+    return bool(clean()) if clean is not None else False
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_options_supported() -> bool:
+    """Whether this XLA knows :data:`_CPU_OPTIONS` (else the default compilation is used)."""
+    try:
+        jax.jit(lambda x: x + 1, compiler_options=_CPU_OPTIONS).lower(1.0).compile()
+    except Exception:  # noqa: BLE001 - any failure means: do not use the options
+        return False
+    return True
 
 
 def _segment_inputs(state: State, alpha_leaves, numerators, start_bounds):
