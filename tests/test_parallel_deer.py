@@ -17,18 +17,18 @@ KEY = jax.random.PRNGKey(7)
 CELLS = {"elman": elman, "gru": gru, "lstm": lstm, "lstm_scalar": lstm_scalar}
 
 
-def problem(name, dtype=jnp.float64):
-    """A cell, its params, a non-zero initial carry (batch B) and inputs (T, B, ...)."""
+def problem(name, dtype=jnp.float64, batch=B):
+    """A cell, its params, a non-zero initial carry (batch) and inputs (T, batch, ...)."""
     module = CELLS[name]
     k_params, k_carry, k_xs = jax.random.split(KEY, 3)
     if name == "lstm_scalar":
         params = module.init(k_params, dtype=dtype)
-        carry = module.init_carry((B,), dtype=dtype)
-        xs = jax.random.normal(k_xs, (T, B), dtype)
+        carry = module.init_carry((batch,), dtype=dtype)
+        xs = jax.random.normal(k_xs, (T, batch), dtype)
     else:
         params = module.init(k_params, D, H, dtype=dtype)
-        carry = module.init_carry((B,), H, dtype=dtype)
-        xs = jax.random.normal(k_xs, (T, B, D), dtype)
+        carry = module.init_carry((batch,), H, dtype=dtype)
+        xs = jax.random.normal(k_xs, (T, batch, D), dtype)
     carry = jax.tree_util.tree_map(
         lambda leaf: 0.5 * jax.random.normal(k_carry, leaf.shape, dtype), carry
     )
@@ -125,8 +125,8 @@ def test_contracting_dynamics_converge_faster():
 
 
 def loss_of(runner):
-    def loss(params, carry, xs):
-        final, ys = runner(params, carry, xs)[:2]
+    def loss(params, carry, xs, *extra):
+        final, ys = runner(params, carry, xs, *extra)[:2]
         final_term = sum(jnp.sum(leaf**2) for leaf in jax.tree_util.tree_leaves(final))
         weights = jnp.arange(1.0, T + 1).reshape((T,) + (1,) * (ys.ndim - 1))
         return jnp.sum(jnp.sin(ys) * weights) + final_term
@@ -158,6 +158,151 @@ def test_float32_converges_to_float32_tolerance():
     final, ys, info = deer(cell, params, carry, xs, batch_ndim=1)
     assert ys.dtype == jnp.float32 and bool(jnp.all(info.converged))
     assert max_diff(ys, jaxrnn.scan(cell, params, carry, xs)[1]) <= 1e-5
+
+
+# --- padded batches (lengths) and reverse, with jaxrnn.scan's meaning -----------------------
+
+LENGTHS = (T, 0, 1, 13)
+PADDED_CASES = [
+    ("elman", "full"),
+    ("gru", "full"),
+    ("lstm", "full"),
+    ("lstm_scalar", "full"),
+    ("elman", "diagonal"),
+    ("gru", "diagonal"),
+    ("lstm", "diagonal"),
+]
+
+
+def padded_problem(name):
+    """problem() with one sequence per entry of LENGTHS, NaN in every padding input."""
+    cell, params, carry, xs = problem(name, batch=len(LENGTHS))
+    lengths = jnp.array(LENGTHS)
+    padding = jnp.arange(T)[:, None] >= lengths
+    xs = jnp.where(padding.reshape(padding.shape + (1,) * (xs.ndim - 2)), jnp.nan, xs)
+    return cell, params, carry, xs, lengths
+
+
+def sequence(tree, n):
+    return jax.tree_util.tree_map(lambda leaf: leaf[n], tree)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize(("name", "jacobian"), PADDED_CASES)
+def test_lengths_and_reverse_equal_scan(name, jacobian, reverse):
+    cell, params, carry, xs, lengths = padded_problem(name)
+    final, ys, info = deer(
+        cell, params, carry, xs, lengths=lengths, reverse=reverse, jacobian=jacobian, batch_ndim=1
+    )
+    want_final, want_ys = jaxrnn.scan(cell, params, carry, xs, lengths=lengths, reverse=reverse)
+    assert max_diff(ys, want_ys) <= 1e-10
+    assert max_diff(final, want_final) <= 1e-10
+    padding = np.arange(T)[:, None] >= np.asarray(LENGTHS)
+    for leaf in jax.tree_util.tree_leaves(ys):
+        assert np.all(np.asarray(leaf)[padding] == 0.0)
+    assert max_diff(sequence(final, 1), sequence(carry, 1)) == 0.0  # length 0: s_0 unchanged
+    assert bool(jnp.all(info.converged)) and float(jnp.max(info.residual)) <= 1e-10
+    assert bool(jnp.all(info.iterations <= lengths + 1))
+
+
+@pytest.mark.parametrize(("name", "jacobian"), [("gru", "full"), ("lstm", "diagonal")])
+def test_reverse_without_lengths_equals_scan(name, jacobian):
+    cell, params, carry, xs = problem(name)
+    final, ys, info = deer(cell, params, carry, xs, reverse=True, jacobian=jacobian, batch_ndim=1)
+    want_final, want_ys = jaxrnn.scan(cell, params, carry, xs, reverse=True)
+    assert bool(jnp.all(info.converged))
+    assert max_diff((final, ys), (want_final, want_ys)) <= 1e-10
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("jacobian", ["full", "diagonal"])
+def test_info_ignores_padding(jacobian, reverse):
+    """Each padded sequence reports what deer reports for its first L steps alone."""
+    cell, params, carry, xs, lengths = padded_problem("gru")
+    info = deer(
+        cell, params, carry, xs, lengths=lengths, reverse=reverse, jacobian=jacobian, batch_ndim=1
+    )[2]
+    assert int(info.iterations[1]) == 1 and float(info.update_norms[1, 0]) == 0.0  # L = 0
+    for n, length in enumerate(LENGTHS):
+        if length == 0:
+            continue
+        alone = deer(
+            cell, params, sequence(carry, n), xs[:length, n], reverse=reverse, jacobian=jacobian
+        )[2]
+        assert int(info.iterations[n]) == int(alone.iterations) and bool(info.converged[n])
+        np.testing.assert_allclose(info.update_norms[n], alone.update_norms, rtol=0, atol=1e-10)
+        assert float(info.residual[n]) <= 1e-10 and float(alone.residual) <= 1e-10
+
+
+def test_padding_never_delays_convergence():
+    """Two quasi-Newton iterations solve sequences of lengths 1 and 0 of any T."""
+    cell, params, carry, xs, options = failing_problem()
+    lengths = jnp.array([1, 0])
+    final, ys, info = deer(cell, params, carry, xs, lengths=lengths, **options)
+    assert bool(jnp.all(info.converged)) and info.iterations.tolist() == [2, 1]
+    want = jaxrnn.scan(cell, params, carry, xs, lengths=lengths)
+    assert max_diff((final, ys), want) <= 1e-12
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize(
+    ("name", "jacobian"),
+    [("elman", "full"), ("gru", "full"), ("lstm", "full"), ("lstm", "diagonal")],
+)
+def test_gradients_with_lengths_equal_grad_of_scan(name, jacobian, reverse):
+    """Traced lengths under jit; NaN padding reaches no gradient."""
+    cell, params, carry, xs, lengths = padded_problem(name)
+
+    def run_deer(p, c, x, n):
+        return deer(cell, p, c, x, lengths=n, reverse=reverse, jacobian=jacobian, batch_ndim=1)
+
+    def run_scan(p, c, x, n):
+        return jaxrnn.scan(cell, p, c, x, lengths=n, reverse=reverse)
+
+    got = jax.jit(jax.grad(loss_of(run_deer), argnums=(0, 1, 2)))(params, carry, xs, lengths)
+    want = jax.jit(jax.grad(loss_of(run_scan), argnums=(0, 1, 2)))(params, carry, xs, lengths)
+    for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want), strict=True):
+        assert bool(jnp.all(jnp.isfinite(g)))
+        np.testing.assert_allclose(g, w, rtol=1e-9, atol=1e-11)
+    padding = np.arange(T)[:, None] >= np.asarray(LENGTHS)
+    assert np.all(np.asarray(got[2])[padding] == 0.0)
+
+
+def test_traced_lengths_under_jit():
+    """One compiled function serves any lengths; out-of-range values act as the nearest bound."""
+    cell, params, carry, xs, _ = padded_problem("lstm")
+    xs = jnp.nan_to_num(xs)  # all inputs finite: every length is a valid choice here
+    run = jax.jit(lambda x, n: deer(cell, params, carry, x, lengths=n, batch_ndim=1))
+    for lengths, as_scan in [
+        ([T, 0, 1, 13], [T, 0, 1, 13]),
+        ([5, 24, 0, 2], [5, 24, 0, 2]),
+        ([T + 9, -3, 7, 0], [T, 0, 7, 0]),
+    ]:
+        final, ys, info = run(xs, jnp.array(lengths))
+        want = jaxrnn.scan(cell, params, carry, xs, lengths=jnp.array(as_scan))
+        assert bool(jnp.all(info.converged)) and max_diff((final, ys), want) <= 1e-10
+
+
+def test_lengths_with_the_whole_batch_as_one_state():
+    """batch_ndim=0: padding masks rows of the one coupled Newton system."""
+    cell, params, carry, xs, lengths = padded_problem("lstm")
+    final, ys, info = deer(cell, params, carry, xs, lengths=lengths, reverse=True)
+    assert info.iterations.shape == () and bool(info.converged)
+    want = jaxrnn.scan(cell, params, carry, xs, lengths=lengths, reverse=True)
+    assert max_diff((final, ys), want) <= 1e-10
+
+
+@pytest.mark.parametrize("lengths", [[[6, 2, 0], [1, T, 9]], [3, 11]])
+def test_lengths_with_two_batch_axes(lengths):
+    """lengths (2, 3) per sequence, or (2,) shared along the second batch axis (as scan)."""
+    params = elman.init(KEY, D, H, dtype=jnp.float64)
+    carry = 0.5 * jax.random.normal(KEY, (2, 3, H), jnp.float64)
+    xs = jax.random.normal(KEY, (T, 2, 3, D), jnp.float64)
+    lengths = jnp.array(lengths)
+    final, ys, info = deer(elman.apply, params, carry, xs, lengths=lengths, batch_ndim=2)
+    assert info.converged.shape == (2, 3) and bool(jnp.all(info.converged))
+    want = jaxrnn.scan(elman.apply, params, carry, xs, lengths=lengths)
+    assert max_diff((final, ys), want) <= 1e-10
 
 
 # --- non-convergence is never silent -------------------------------------------------------
@@ -244,6 +389,23 @@ def test_bad_options_raise(options, pattern):
     cell, params, carry, xs = problem("elman")
     with pytest.raises(ValueError, match=pattern):
         deer(cell, params, carry, xs, **options)
+
+
+@pytest.mark.parametrize(
+    ("options", "pattern"),
+    [
+        (dict(lengths=jnp.array([3.0, 4.0])), "^lengths: expected an integer dtype, got float"),
+        (dict(lengths=jnp.array([3, 4, 5])), r"^lengths: expected the batch shape of xs, \(2,\)"),
+        (dict(lengths=jnp.array([3, T + 1])), r"^lengths: expected values in \[0, T\] = \[0, 24\]"),
+        (dict(lengths=jnp.array([-1, 4])), r"^lengths: expected values in \[0, T\]"),
+        (dict(reverse="yes"), "^reverse: expected True or False, got 'yes'"),
+        (dict(reverse=None), "^reverse: expected True or False, got None"),
+    ],
+)
+def test_bad_lengths_and_reverse_raise(options, pattern):
+    cell, params, carry, xs = problem("gru")
+    with pytest.raises(ValueError, match=pattern):
+        deer(cell, params, carry, xs, batch_ndim=1, **options)
 
 
 def test_bad_shapes_raise():

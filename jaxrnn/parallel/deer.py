@@ -19,6 +19,11 @@ makes s_1..s_k exact, so T iterations give the exact trajectory in exact arithme
 when far fewer do, which happens when the Jacobian chain contracts (SPEC §5): errors of
 early steps then fade along the sequence instead of being amplified.
 
+Padded batches (``lengths``) keep this form: a step t past a sequence's length L is the
+identity map s_t = s_{t-1} (J_t = I, offset 0, the input unused), exactly the masked step of
+``jaxrnn.scan``, so the padding copies s_L and adds nothing to the updates or the residual.
+``reverse=True`` solves the same system on the time-flipped inputs (padding first).
+
 Gradients do not differentiate through the iterations. At the fixed point, the adjoint
 (lambda_t = dL/ds_t, with g_t the direct cotangent of s_t)
 
@@ -42,7 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from jaxrnn._checks import check_positive_int, dtype_of, is_concrete, shape_of
+from jaxrnn._checks import check_lengths, check_positive_int, dtype_of, is_concrete, shape_of
 from jaxrnn.parallel.linear import linear_recurrence
 from jaxrnn.scan import scan
 
@@ -146,8 +151,25 @@ def _fixed_point_bwd(step, residuals, cotangent):
 _fixed_point.defvjp(_fixed_point_fwd, _fixed_point_bwd)
 
 
-def _solve_one(cell, params, carry, xs, *, max_iters, tol, jacobian):
-    """DEER for one sequence: carry leaves without batch axes, xs leaves (T, ...)."""
+def _padded_step(cell, params, carry, active_and_x):
+    """One step of ``jaxrnn.scan`` with lengths: ``cell`` where ``active``, else s -> s, y = 0.
+
+    It is ``scan`` itself over the one-step sequence x[None] with length 1 (active) or 0,
+    so padding is handled exactly as there: the cell sees zeros instead of the padding.
+    """
+    active, x = active_and_x
+    xs = jax.tree_util.tree_map(lambda leaf: leaf[None], x)
+    carry, ys = scan(cell, params, carry, xs, lengths=active.astype(jnp.int32), unroll=True)
+    return carry, jax.tree_util.tree_map(lambda leaf: leaf[0], ys)
+
+
+def _solve_one(cell, params, carry, xs, *, max_iters, tol, jacobian, padded):
+    """DEER for one sequence: carry leaves without batch axes, xs leaves (T, ...).
+
+    With ``padded``, xs is ``(active, xs)`` and step t runs :func:`_padded_step`.
+    """
+    if padded:
+        cell = functools.partial(_padded_step, cell)
     s0, unravel = ravel_pytree(carry)
 
     def step(p, s, x):
@@ -165,18 +187,49 @@ def _solve_one(cell, params, carry, xs, *, max_iters, tol, jacobian):
     return final, ys, DeerInfo(iterations, converged, history, residual)
 
 
+def _activity(lengths, xs, batch_ndim: int):
+    """active[t, ...] = t < lengths[...], shape (T, *lengths.shape) with at least the
+    ``batch_ndim`` batch axes of xs (fewer axes of lengths broadcast over the trailing ones)."""
+    first = jax.tree_util.tree_leaves(xs)[0]
+    n_steps, batch = first.shape[0], first.shape[1 : 1 + batch_ndim]
+    lengths = jnp.asarray(lengths)
+    if lengths.ndim < batch_ndim:
+        lengths = lengths.reshape(lengths.shape + (1,) * (batch_ndim - lengths.ndim))
+        lengths = jnp.broadcast_to(lengths, batch)
+    steps = jnp.arange(n_steps).reshape((n_steps,) + (1,) * lengths.ndim)
+    return steps < lengths
+
+
+def _flip_time(tree):
+    return jax.tree_util.tree_map(lambda leaf: jnp.flip(leaf, axis=0), tree)
+
+
 @functools.partial(
-    jax.jit, static_argnums=(0,), static_argnames=("max_iters", "tol", "jacobian", "batch_ndim")
+    jax.jit,
+    static_argnums=(0,),
+    static_argnames=("max_iters", "tol", "jacobian", "batch_ndim", "reverse"),
 )
-def _solve_batch(cell, params, carry, xs, *, max_iters, tol, jacobian, batch_ndim):
+def _solve_batch(
+    cell, params, carry, xs, lengths, *, max_iters, tol, jacobian, batch_ndim, reverse
+):
     """:func:`_solve_one` vmapped over ``batch_ndim`` leading batch axes, compiled once."""
-    solve = functools.partial(_solve_one, cell, max_iters=max_iters, tol=tol, jacobian=jacobian)
+    padded = lengths is not None
+    if padded:
+        xs = (_activity(lengths, xs, batch_ndim), xs)
+    if reverse:
+        xs = _flip_time(xs)  # padding first: identity steps that keep the initial carry
+    solve = functools.partial(
+        _solve_one, cell, max_iters=max_iters, tol=tol, jacobian=jacobian, padded=padded
+    )
     for _ in range(batch_ndim):
         solve = jax.vmap(solve, in_axes=(None, 0, 1), out_axes=(0, 1, 0))
-    return solve(params, carry, xs)
+    final, ys, info = solve(params, carry, xs)
+    return final, _flip_time(ys) if reverse else ys, info
 
 
-def _check_arguments(cell, params, carry, xs, *, max_iters, tol, jacobian, batch_ndim, on_failure):
+def _check_arguments(
+    cell, params, carry, xs, *, lengths, reverse, max_iters, tol, jacobian, batch_ndim, on_failure
+):
     if not callable(cell):
         raise ValueError(f"cell: expected a callable cell(params, carry, x), got {cell!r}")
     check_positive_int(max_iters, name="max_iters")
@@ -196,8 +249,11 @@ def _check_arguments(cell, params, carry, xs, *, max_iters, tol, jacobian, batch
     xs_shapes = [shape_of(leaf) for leaf in jax.tree_util.tree_leaves(xs)]
     if xs_shapes and all(len(s) >= 1 for s in xs_shapes) and xs_shapes[0][0] < 1:
         raise ValueError(f"xs: expected at least one time step, got shapes {xs_shapes}")
-    # The sequential runner validates carry, xs and the cell's carry type; reuse it, abstractly.
-    jax.eval_shape(lambda p, c, x: scan(cell, p, c, x), params, carry, xs)
+    # The sequential runner validates carry, xs, reverse and the cell's carry type; reuse it,
+    # abstractly (lengths are checked here, where their values are still concrete).
+    jax.eval_shape(lambda p, c, x: scan(cell, p, c, x, reverse=reverse), params, carry, xs)
+    if lengths is not None:
+        check_lengths(lengths, xs, xs_shapes[0][0])
     carry_shapes = [shape_of(leaf) for leaf in jax.tree_util.tree_leaves(carry)]
     batches = {s[:batch_ndim] for s in carry_shapes} | {s[1 : 1 + batch_ndim] for s in xs_shapes}
     too_short = any(len(s) < batch_ndim for s in carry_shapes) or any(
@@ -258,6 +314,8 @@ def deer(
     carry,
     xs,
     *,
+    lengths=None,
+    reverse: bool = False,
     max_iters: int = 100,
     tol: float | None = None,
     jacobian: str = "full",
@@ -266,8 +324,9 @@ def deer(
 ):
     """Run ``cell`` over ``xs`` by Newton iterations on the whole trajectory (DEER).
 
-    Same result as ``jaxrnn.scan(cell, params, carry, xs)`` once converged; the plain-Python
-    meaning, per sequence (``f`` = the cell's carry map, ``s_0`` = the flattened carry)::
+    Same result as ``jaxrnn.scan(cell, params, carry, xs, lengths=lengths, reverse=reverse)``
+    once converged; the plain-Python meaning, per sequence (``f`` = the cell's carry map,
+    ``s_0`` = the flattened carry), for ``lengths=None`` and ``reverse=False``::
 
         def deer(cell, params, carry, xs, max_iters, tol):
             S = [s_0] * T                                   # the guess: s_t = s_0
@@ -281,6 +340,16 @@ def deer(
                 if done: break
             carries, ys = [cell(params, prev_t, x_t) for prev_t, x_t in zip([s_0] + S[:-1], xs)]
             return carries[-1], ys, info
+
+    With ``lengths``, sequence n runs its first L = ``lengths[n]`` steps, as in
+    ``jaxrnn.scan``: for t > L the step is the identity, f(s_{t-1}, x_t) = s_{t-1}
+    (J_t = I, b_t = 0; the cell sees zeros instead of x_t), so s_t = s_L, the final carry
+    is s_L and ys[t] = 0 for t >= L (0-based). The padding copies s_L, so the updates,
+    ``info.residual`` and convergence are those of the first L steps (L + 1 iterations
+    at most, in exact arithmetic), and padding values, even NaN, reach neither outputs
+    nor gradients. With ``reverse=True`` the system is solved on the inputs flipped in
+    time, so each sequence runs from its step L - 1 down to 0 (padding first, as identity
+    steps), and ys[t] stays aligned with xs[t].
 
     Every loop over t above runs in parallel (vmap); only the Newton iterations are
     sequential (a ``while_loop``). Cost per iteration: T Jacobians (H_c forward-mode passes
@@ -305,6 +374,11 @@ def deer(
       params: the cell's parameters.
       carry: the initial carry; leaves (*batch, ...) with ``batch_ndim`` batch axes.
       xs: inputs (T, *batch, D) (or a pytree of arrays with leading axis T).
+      lengths: optional integer array with the batch shape of xs (its leading axes after T;
+        fewer axes than ``batch_ndim`` broadcast over the trailing batch axes), values in
+        [0, T], as in ``jaxrnn.scan``. Values are checked when known at trace time; under
+        ``jit`` they cannot be, and a value outside [0, T] behaves like the nearest bound.
+      reverse: run each sequence backwards (within its length), as ``jaxrnn.scan``.
       max_iters: at most this many Newton iterations (a positive int).
       tol: converged when max |S^(k) - S^(k-1)| <= tol (absolute, on the carry); default
         1e-5 for float32 carries and 1e-12 for float64.
@@ -325,6 +399,8 @@ def deer(
         params,
         carry,
         xs,
+        lengths=lengths,
+        reverse=reverse,
         max_iters=max_iters,
         tol=tol,
         jacobian=jacobian,
@@ -338,10 +414,12 @@ def deer(
         params,
         carry,
         xs,
+        lengths,
         max_iters=max_iters,
         tol=float(tol),
         jacobian=jacobian,
         batch_ndim=int(batch_ndim),
+        reverse=bool(reverse),
     )
 
     all_converged = jnp.all(info.converged)
