@@ -106,6 +106,13 @@ def check_batches_broadcast(arrays: Mapping[str, object]):
         ) from None
 
 
+def describe(value) -> str:
+    """How an error message names what came: an array's shape and dtype, else its type."""
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        return f"an array of shape {tuple(value.shape)} and dtype {value.dtype}"
+    return type(value).__name__
+
+
 def check_key(key, *, name: str = "key"):
     """A typed key (shape ()) or a raw uint32 key (shape (2,)), as ``jax.random`` makes."""
     shape, dtype = getattr(key, "shape", None), getattr(key, "dtype", None)

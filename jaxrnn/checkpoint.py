@@ -70,7 +70,7 @@ def _member(index: int) -> str:
     return f"leaf_{index:05d}.npy"
 
 
-def _leaf_entries(tree):
+def leaf_entries(tree):
     """``[(path string, leaf)]`` in ``jax.tree_util`` order, and the tree structure."""
     with_paths, treedef = jax.tree_util.tree_flatten_with_path(tree)
     return [(jax.tree_util.keystr(path), leaf) for path, leaf in with_paths], treedef
@@ -152,7 +152,7 @@ def save(path, tree, *, step: int, metadata=None) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise ValueError(f"path: the directory {directory!r} does not exist")
-    entries, treedef = _leaf_entries(tree)
+    entries, treedef = leaf_entries(tree)
     paths = [p for p, _ in entries]
     arrays, leaf_manifest = [], []
     for leaf_path, leaf in entries:
@@ -295,7 +295,7 @@ def _check_against_template(manifest, like, path):
     Returns the template's tree structure and, per leaf, the ``(dtype, shape)`` of the
     stored array, which bound what is read from the archive.
     """
-    entries, treedef = _leaf_entries(like)
+    entries, treedef = leaf_entries(like)
     saved = manifest["leaves"]
     saved_paths = [leaf["path"] for leaf in saved]
     like_paths = [p for p, _ in entries]

@@ -7,6 +7,8 @@ A cell is any function ``cell(params, carry, x) -> (carry, y)``, e.g. ``jaxrnn.c
 
 from __future__ import annotations
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -32,7 +34,18 @@ def _check_carry_type(cell, params, carry, xs):
     x0 = jax.tree_util.tree_map(
         lambda leaf: jax.ShapeDtypeStruct(shape_of(leaf)[1:], dtype_of(leaf)), xs
     )  # one step's input, without indexing (T may be 0)
-    out = jax.eval_shape(cell, params, carry, x0)
+    try:
+        out = jax.eval_shape(cell, params, carry, x0)
+    except ValueError as error:
+        if not re.search(r"\bx\b", str(error).split(":")[0]):  # the message is not about x
+            raise
+        shapes = [shape_of(leaf) for leaf in jax.tree_util.tree_leaves(xs)]
+        xs_shape = shapes[0] if len(shapes) == 1 else shapes
+        raise ValueError(
+            f"{error} [scan feeds the cell one time step x = xs[t]; xs of shape {xs_shape} "
+            "is read as time-major (T, *batch, D): for batch-major data pass "
+            "jnp.swapaxes(xs, 0, 1)]"
+        ) from None
     if not (isinstance(out, tuple) and len(out) == 2):
         raise ValueError(
             f"cell: expected cell(params, carry, x) to return a pair (carry, y), got "

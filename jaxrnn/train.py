@@ -201,6 +201,24 @@ def _progress_bar(steps, start, enabled):
     return auto_tqdm(total=steps, initial=start, unit="step", desc="fit")
 
 
+def _check_param_shapes(path, manifest, params):
+    """A checkpoint of another model says so in terms of params, before any other leaf."""
+    saved = {leaf["path"]: tuple(leaf["shape"]) for leaf in manifest["leaves"]}
+    differ = [
+        (leaf_path, saved[leaf_path], tuple(np.shape(leaf)))
+        for leaf_path, leaf in ckpt.leaf_entries({"params": params})[0]
+        if leaf_path in saved and saved[leaf_path] != tuple(np.shape(leaf))
+    ]
+    if differ:
+        leaf_path, there, here = differ[0]
+        raise ValueError(
+            f"checkpoint {os.fspath(path)!r}: written for other parameter shapes "
+            f"({len(differ)} params leaves differ, e.g. {leaf_path} is {there} there and {here} "
+            "here); it belongs to another model or configuration: resume with the same "
+            "settings or choose a new checkpoint path"
+        )
+
+
 def _restore(path, params, opt_state, steps):
     """``(params, opt_state, step, losses, eval_steps, evals)`` from the checkpoint."""
     manifest = ckpt.read_manifest(path)
@@ -209,6 +227,7 @@ def _restore(path, params, opt_state, steps):
         raise ValueError(
             f"steps: the checkpoint {os.fspath(path)!r} is at step {step}, past steps={steps}"
         )
+    _check_param_shapes(path, manifest, params)
     saved = {leaf["path"]: leaf["dtype"] for leaf in manifest["leaves"]}
     dtype = saved.get("['losses']")
     dtype = dtype if dtype in ("bfloat16", "float16", "float32", "float64") else "float32"

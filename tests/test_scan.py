@@ -256,3 +256,16 @@ def test_bidirectional_errors():
         jaxrnn.bidirectional((1, 2), (params, params), (h0, h0), xs)
     with pytest.raises(ValueError, match="cells: expected a pair"):
         jaxrnn.bidirectional((elman.apply,) * 3, (params, params), (h0, h0), xs)
+
+
+def test_batch_major_xs_get_a_message_about_the_time_axis():
+    params = lstm.init(jax.random.PRNGKey(0), 4, 8)
+    carry = lstm.init_carry((3,), 8)
+    with pytest.raises(ValueError, match=r"x of shape \(20, 4\).*xs of shape \(3, 20, 4\).*"
+                       r"time-major.*swapaxes"):  # fmt: skip
+        jaxrnn.scan(lstm.apply, params, carry, jnp.ones((3, 20, 4)))
+    # Errors that are not about x keep their message, and name what came without tracer types.
+    run = jax.jit(lambda c: jaxrnn.scan(lstm.apply, params, c, jnp.ones((20, 3, 4))))
+    with pytest.raises(ValueError, match=r"^carry: expected a tuple \(c, h\), got an array of "
+                       r"shape \(3, 8\) and dtype float32"):  # fmt: skip
+        run(jnp.ones((3, 8), jnp.float32))

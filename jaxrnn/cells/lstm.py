@@ -12,7 +12,13 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._checks import check_batches_broadcast, check_last_dim, check_matrix, check_params
+from jaxrnn._checks import (
+    check_batches_broadcast,
+    check_last_dim,
+    check_matrix,
+    check_params,
+    describe,
+)
 from jaxrnn.cells._common import check_sizes, gate_shapes, uniform_weights, zeros_carry
 
 GATES = ("i", "f", "o", "c")
@@ -66,7 +72,7 @@ def check(params: dict, carry, x) -> None:
     hidden, in_dim = check_matrix(params, "W_i")
     check_params(params, param_shapes(in_dim, hidden))
     if not (isinstance(carry, tuple) and len(carry) == 2):
-        raise ValueError(f"carry: expected a tuple (c, h), got {type(carry).__name__}")
+        raise ValueError(f"carry: expected a tuple (c, h), got {describe(carry)}")
     check_last_dim(carry[0], hidden, name="carry[0] (c)")
     check_last_dim(carry[1], hidden, name="carry[1] (h)")
     check_last_dim(x, in_dim, name="x")

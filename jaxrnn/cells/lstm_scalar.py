@@ -16,7 +16,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrnn._checks import batch_shape_tuple, check_key, check_params, dtype_of, is_real, shape_of
+from jaxrnn._checks import (
+    batch_shape_tuple,
+    check_key,
+    check_params,
+    describe,
+    dtype_of,
+    is_real,
+    shape_of,
+)
 
 WEIGHTS = ("w_ix", "w_ih", "w_fx", "w_fh", "w_ox", "w_oh", "w_gx", "w_gh")
 
@@ -67,7 +75,7 @@ def apply(params: dict, carry, x):
     """
     check_params(params, {name: () for name in WEIGHTS})
     if not (isinstance(carry, tuple) and len(carry) == 2):
-        raise ValueError(f"carry: expected a tuple (c, h), got {type(carry).__name__}")
+        raise ValueError(f"carry: expected a tuple (c, h), got {describe(carry)}")
     parts = {"carry[0] (c)": carry[0], "carry[1] (h)": carry[1], "x": x}
     for name, value in parts.items():
         if not is_real(dtype_of(value)):
