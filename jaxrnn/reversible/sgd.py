@@ -42,7 +42,6 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax._src import core as _jax_core  # trace_state_clean: is a transformation tracing?
 
 from jaxrnn._checks import is_concrete
 from jaxrnn.reversible import buffer
@@ -539,9 +538,15 @@ def _run_scan(name: str, *args):
 
 
 def _outside_any_trace() -> bool:
-    """True when no JAX transformation (jit, vmap, grad, eval_shape...) traces the caller."""
-    clean = getattr(_jax_core, "trace_state_clean", None)
-    return bool(clean()) if clean is not None else False
+    """True when no JAX transformation (jit, vmap, grad, eval_shape...) traces the caller.
+
+    JAX has no public test for this; without its internal one, say False (the plain jit).
+    """
+    try:
+        from jax._src.core import trace_state_clean
+    except ImportError:
+        return False
+    return bool(trace_state_clean())
 
 
 @functools.lru_cache(maxsize=1)
