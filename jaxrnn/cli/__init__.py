@@ -7,9 +7,11 @@ Each capability lives in a module of this package (discovered automatically) tha
     add_commands(subparsers) -> None registers its subcommands (optional)
     tour() -> Iterator[str]          yields one line per demonstration, with numbers (optional)
 
-A subcommand sets ``func=callable(args) -> int`` on its parser with ``set_defaults``. A
-``ValueError`` it raises (the library's answer to bad input) ends the command with its
-message and exit status 1, not a traceback.
+A subcommand is made with :func:`jaxrnn.cli._options.command`, which sets
+``func=callable(args) -> int`` and shows every option's default in its help. Option values
+are checked by the command line (``_options.integer``, ``_options.number``,
+``_options.OptionError``); a ``ValueError`` a command raises ends it as argparse ends a bad
+option: the usage line and ``jaxrnn COMMAND: error: MESSAGE`` on stderr, exit status 2.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import importlib
 import pkgutil
 import sys
 import time
+
+from jaxrnn.cli._options import HelpFormatter, command
 
 
 def capabilities():
@@ -52,14 +56,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jaxrnn",
         description="jaxrnn: recurrent computation in JAX. Start with `jaxrnn tour`.",
+        formatter_class=HelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     names = [m.__name__.rsplit(".", 1)[-1] for m in capabilities() if hasattr(m, "tour")]
-    tour = sub.add_parser("tour", help="a guided run of every capability, one line per step")
-    tour.add_argument(
-        "--only", nargs="+", choices=names, metavar="SECTION", help=f"run only {names}"
+    tour = command(
+        sub, "tour", run_tour, help="a guided run of every capability, one line per step"
     )
-    tour.set_defaults(func=run_tour)
+    tour.add_argument(
+        "--only",
+        nargs="+",
+        choices=names,
+        metavar="SECTION",
+        help=f"run only these sections, of {', '.join(names)} (default: all)",
+    )
     for module in capabilities():
         if hasattr(module, "add_commands"):
             module.add_commands(sub)
@@ -67,15 +77,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Run the command line on ``argv``; returns the exit status.
+
+    0 on success, 1 when a check the command makes fails, 2 for bad input: a bad option
+    (argparse's own report) or a ``ValueError`` from the command, both as the usage line and
+    ``jaxrnn COMMAND: error: MESSAGE`` on stderr.
+    """
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if not hasattr(args, "func"):
-        parser.print_help()
-        return 0
     try:
-        return args.func(args)
-    except ValueError as error:
-        raise SystemExit(f"jaxrnn {args.command}: {error}") from None
+        args = parser.parse_args(argv)
+        if not hasattr(args, "func"):
+            parser.print_help()
+            return 0
+        try:
+            return args.func(args)
+        except ValueError as error:
+            args.command_parser.error(str(error))
+    except SystemExit as stop:  # from argparse: --help, or a reported error
+        return 0 if stop.code is None else stop.code
 
 
 if __name__ == "__main__":

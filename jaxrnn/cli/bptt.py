@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from jaxrnn.cli._options import OptionError, command, integer
+
 TITLE = "Hand BPTT checked against autodiff; gradient flow through time"
 ORDER = 20
+
+DEFAULT_MISTAKE = "wrong-gate"
 
 MISTAKES = {
     "index-shift": "f̄(t) = c̄(t) c(t+1), a t+1 written for t-1",
@@ -80,29 +84,55 @@ def _vector_problem(model: str, n_steps: int, seed: int = 0):
     return params, xs, dL_dh
 
 
+def report_text(report) -> str:
+    """``str(report)`` with its table worded for the command line: how many steps of each
+    quantity differ, and the first wrong one in the order the backward pass visits steps."""
+    n_steps, quantities = report.n_steps, report.quantities.values()
+    rows = []
+    for q in quantities:
+        if q.ok:
+            verdict = "agrees"
+        elif q.per_step:
+            verdict = (
+                f"differs at {len(q.wrong_steps)} of {n_steps} steps (first: step {q.first_step})"
+            )
+        else:
+            verdict = "differs (a parameter gradient, no steps)"
+        rows.append(f"  {q.name:14s}{q.max_abs_error:13.2e}{q.max_rel_error:13.2e}  {verdict}")
+    # str(report): a title line, the column names, one row per quantity, then the blame.
+    lines = str(report).splitlines()
+    blame = lines[2 + len(rows) :]
+    order = (
+        f"  (first: the first wrong step the backward pass reaches; it runs from t = {n_steps} "
+        "down to t = 1)"
+    )
+    columns = f"  {'name':14s}{'max abs err':>13s}{'max rel err':>13s}  against autodiff"
+    return "\n".join([lines[0], columns, *rows, order, *blame])
+
+
 def run_check(args) -> int:
     import jax
 
     from jaxrnn import bptt
 
-    if args.steps < 1:
-        print(f"--steps: expected a positive integer, got {args.steps}")
-        return 2
-    if not 1 <= args.loss_until <= args.steps:
-        print(f"--loss-until: expected 1..{args.steps}, got {args.loss_until}")
-        return 2
+    if args.loss_until > args.steps:
+        raise OptionError(
+            "--loss-until", f"an integer from 1 to --steps ({args.steps})", args.loss_until
+        )
+    default = " (the default; choose another with --mistake)" * (args.mistake == DEFAULT_MISTAKE)
     with jax.enable_x64(True):  # float64 for the comparison, in this command only
         problem = _scalar_problem(args.steps, args.loss_until, args.seed)
         print(
-            f"A hand BPTT of the univariate LSTM (SPEC §3) with a planted mistake: "
-            f"{MISTAKES[args.mistake]}.\nLoss at steps 1..{args.loss_until} of {args.steps}.\n"
+            f"A hand BPTT of the univariate LSTM (SPEC §3) with the planted mistake "
+            f"{args.mistake}{default}:\n  {MISTAKES[args.mistake]}.\n"
+            f"Loss at steps 1..{args.loss_until} of {args.steps}.\n"
         )
         report = bptt.check(
             lambda p, x, d: student_lstm_scalar(p, x, d, mistake=args.mistake),
             "lstm_scalar",
             *problem,
         )
-        print(report)
+        print(report_text(report))
         print("\nThe same code without the mistake:")
         correct = bptt.check(student_lstm_scalar, "lstm_scalar", *problem)
         print(f"  ok = {correct.ok}, blame = {correct.blame}")
@@ -124,15 +154,28 @@ def run_check(args) -> int:
 def add_commands(subparsers) -> None:
     parser = subparsers.add_parser("bptt", help="hand BPTT and the checker of BPTT formulas")
     sub = parser.add_subparsers(dest="bptt_command", metavar="COMMAND", required=True)
-    check = sub.add_parser(
+    check = command(
+        sub,
         "check",
+        run_check,
         help="catch a planted mistake in a hand BPTT, and check the library's own formulas",
     )
-    check.add_argument("--mistake", choices=sorted(MISTAKES), default="wrong-gate")
-    check.add_argument("--steps", type=int, default=8, help="sequence length T")
-    check.add_argument("--loss-until", type=int, default=5, help="dL/dh = 0 after this step")
-    check.add_argument("--seed", type=int, default=0)
-    check.set_defaults(func=run_check)
+    check.add_argument(
+        "--mistake",
+        choices=sorted(MISTAKES),
+        default=DEFAULT_MISTAKE,
+        metavar="NAME",
+        help="the mistake planted in the hand BPTT, one of "
+        + "; ".join(f"{name} ({text})" for name, text in MISTAKES.items()),
+    )
+    check.add_argument("--steps", type=integer(1), default=8, help="sequence length T")
+    check.add_argument(
+        "--loss-until",
+        type=integer(1),
+        default=5,
+        help="the loss sees steps 1..this one (dL/dh = 0 after it); at most --steps",
+    )
+    check.add_argument("--seed", type=integer(0), default=0, help="seed of weights and inputs")
 
 
 def tour():
@@ -179,7 +222,7 @@ def tour():
         try:
             dynamics.matrix_power_eig(np.array([[0.9, 1.0], [0.0, 0.9]]), 30)
         except ValueError as error:
-            yield f"Jordan block refused: {str(error)[:72]}..."
+            yield f"Jordan block M = [[0.9, 1], [0, 0.9]] refused, not powered wrongly: {error}"
         for rho in (0.8, 1.2):
             q, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(4, 4)))
             sym = {

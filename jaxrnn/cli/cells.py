@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from jaxrnn.cli._options import command, integer
+
 TITLE = "Cells are scan functions; a sequence is one lax.scan"
 ORDER = 0
 
@@ -80,7 +82,8 @@ def list_cells(args) -> int:
 
 
 def add_commands(subparsers) -> None:
-    parser = subparsers.add_parser("cells", help="list the cells and their parameter shapes")
-    parser.add_argument("--in-dim", type=int, default=2)
-    parser.add_argument("--hidden", type=int, default=3)
-    parser.set_defaults(func=list_cells)
+    parser = command(
+        subparsers, "cells", list_cells, help="list the cells and their parameter shapes"
+    )
+    parser.add_argument("--in-dim", type=integer(1), default=2, help="input size D")
+    parser.add_argument("--hidden", type=integer(1), default=3, help="hidden size H")

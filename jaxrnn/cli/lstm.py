@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from jaxrnn.cli._options import command, integer
+
 TITLE = "A fast LSTM layer: hand BPTT as custom_vjp; weights to and from PyTorch and flax"
 ORDER = 40
 
@@ -117,22 +119,17 @@ def compare_command(args) -> int:
     return 0
 
 
-def _positive(text: str) -> int:
-    import argparse
-
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
-
-
 def add_commands(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "lstm", help="time the fast LSTM layer against autodiff of the plain scan"
+    parser = command(
+        subparsers,
+        "lstm",
+        compare_command,
+        help="time the fast LSTM layer against autodiff of the plain scan",
     )
-    parser.add_argument("--steps", type=_positive, default=256, help="T (default 256)")
-    parser.add_argument("--batch", type=_positive, default=32, help="B (default 32)")
-    parser.add_argument("--in-dim", type=_positive, default=64, help="D (default 64)")
-    parser.add_argument("--hidden", type=_positive, default=256, help="H (default 256)")
-    parser.add_argument("--repeats", type=_positive, default=7)
-    parser.set_defaults(func=compare_command)
+    parser.add_argument("--steps", type=integer(1), default=256, help="sequence length T")
+    parser.add_argument("--batch", type=integer(1), default=32, help="batch size B")
+    parser.add_argument("--in-dim", type=integer(1), default=64, help="input size D")
+    parser.add_argument("--hidden", type=integer(1), default=256, help="hidden size H")
+    parser.add_argument(
+        "--repeats", type=integer(1), default=7, help="timed runs of each path, median shown"
+    )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sys
+from jaxrnn.cli._options import command, integer
 
 TITLE = "MDRNN: a G x G grid in 2G-1 anti-diagonal steps instead of G², measured"
 ORDER = 30
@@ -91,9 +91,6 @@ def tour():
 
 
 def print_steps(args) -> int:
-    if args.max_g < 1:
-        print(f"--max-g: expected a positive integer, got {args.max_g}", file=sys.stderr)
-        return 2
     print(f"{'G':>5} {'2G-1':>6} {'wavefront':>10} {'G²':>7} {'raster':>8}   (measured)")
     for side in range(1, args.max_g + 1):
         wave, raster = measured_steps(side)
@@ -104,8 +101,12 @@ def print_steps(args) -> int:
 def add_commands(subparsers) -> None:
     parser = subparsers.add_parser("mdrnn", help="multidimensional RNN: wavefront steps")
     sub = parser.add_subparsers(dest="mdrnn_command", metavar="SUBCOMMAND", required=True)
-    steps = sub.add_parser(
-        "steps", help="print G, 2G-1, G² and the measured sequential steps of both orders"
+    steps = command(
+        sub,
+        "steps",
+        print_steps,
+        help="print G, 2G-1, G² and the measured sequential steps of both orders",
     )
-    steps.add_argument("--max-g", type=int, default=8, help="largest grid side (default 8)")
-    steps.set_defaults(func=print_steps)
+    steps.add_argument(
+        "--max-g", type=integer(1), default=8, help="largest grid side G, one row per G from 1"
+    )

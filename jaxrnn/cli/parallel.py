@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from jaxrnn.cli._options import OptionError, command, integer
+
 TITLE = "Parallel in time: linear recurrences by associative scan, RNNs by Newton (DEER)"
 ORDER = 70
 
@@ -29,6 +31,8 @@ def depth_rows(exponents, hidden: int):
 
 
 def print_depth_table(args) -> int:
+    if args.min_exp > args.max_exp:
+        raise OptionError("--max-exp", f"an integer >= --min-exp ({args.min_exp})", args.max_exp)
     exponents = range(args.min_exp, args.max_exp + 1)
     print(
         f"parallel depth (stages on the critical path of the traced program) of an Elman RNN, "
@@ -117,10 +121,12 @@ def tour():
 def add_commands(subparsers) -> None:
     parser = subparsers.add_parser("parallel", help="parallel-in-time recurrences")
     commands = parser.add_subparsers(dest="parallel_command", metavar="COMMAND", required=True)
-    depth = commands.add_parser(
-        "depth", help="measured depth of scan, linear recurrence and DEER for T = 2^k"
+    depth = command(
+        commands,
+        "depth",
+        print_depth_table,
+        help="measured depth of scan, linear recurrence and DEER for T = 2^k",
     )
-    depth.add_argument("--min-exp", type=int, default=6, help="smallest k (default 6)")
-    depth.add_argument("--max-exp", type=int, default=16, help="largest k (default 16)")
-    depth.add_argument("--hidden", type=int, default=2, help="Elman hidden size (default 2)")
-    depth.set_defaults(func=print_depth_table)
+    depth.add_argument("--min-exp", type=integer(0), default=6, help="smallest k, T = 2^k")
+    depth.add_argument("--max-exp", type=integer(0), default=16, help="largest k, T = 2^k")
+    depth.add_argument("--hidden", type=integer(1), default=2, help="Elman hidden size H")

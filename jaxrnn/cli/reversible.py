@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from jaxrnn.cli._options import command, integer, number
+
 TITLE = "Momentum SGD run backwards bit for bit; hypergradients by exact reversal"
 ORDER = 60
 
@@ -138,14 +140,30 @@ def tour():
     )
 
 
+def _momentum(text: str) -> float:
+    """An argparse ``type``: a momentum the exact reversal supports (n/2^16, 2^8 <= n < 2^16)."""
+    import argparse
+    import math
+
+    from jaxrnn.reversible import buffer
+
+    low, high = buffer.MIN_NUMERATOR, buffer.DENOMINATOR - 1
+    try:
+        beta = float(text)
+    except ValueError:
+        beta = math.nan
+    if not (math.isfinite(beta) and low <= round(beta * buffer.DENOMINATOR) <= high):
+        raise argparse.ArgumentTypeError(
+            f"expected a momentum in [2^-8, 1 - 2^-16] = [{low / buffer.DENOMINATOR:g}, "
+            f"{high / buffer.DENOMINATOR:.7f}] (used as n/2^16), got {text}"
+        )
+    return beta
+
+
 def demo(args) -> int:
     from jaxrnn import reversible
 
-    try:
-        r = roundtrip(args.steps, args.beta, args.dim, args.alpha)
-    except ValueError as error:
-        print(f"error: {error}")
-        return 2
+    r = roundtrip(args.steps, args.beta, args.dim, args.alpha)
     beta_used = float(reversible.represented_betas(args.beta))
     print(
         f"{args.steps} steps, beta = {args.beta} (used as n/2^16 = {beta_used:.8f}), "
@@ -167,9 +185,13 @@ def add_commands(subparsers) -> None:
         "reversible", help="exactly reversible momentum SGD: run forward and back"
     )
     sub = parser.add_subparsers(dest="reversible_command", metavar="SUBCOMMAND", required=True)
-    run = sub.add_parser("demo", help="forward then reverse; bit-exactness and stored bits")
-    run.add_argument("--steps", type=int, default=10_000)
-    run.add_argument("--beta", type=float, default=0.9)
-    run.add_argument("--alpha", type=float, default=0.05)
-    run.add_argument("--dim", type=int, default=8)
-    run.set_defaults(func=demo)
+    run = command(sub, "demo", demo, help="forward then reverse; bit-exactness and stored bits")
+    run.add_argument("--steps", type=integer(1), default=10_000, help="optimisation steps T")
+    run.add_argument(
+        "--beta",
+        type=_momentum,
+        default=0.9,
+        help="momentum beta in [2^-8, 1 - 2^-16], the same at every step",
+    )
+    run.add_argument("--alpha", type=number(0, open_low=True), default=0.05, help="step size alpha")
+    run.add_argument("--dim", type=integer(1), default=8, help="number of parameters D")

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import time
+
+from jaxrnn.cli._options import OptionError, command, integer, number
 
 TITLE = "Threshold networks: a binary adder proved and learned; an exact step-RNN designer"
 ORDER = 10
@@ -13,21 +16,24 @@ _ENTRY = re.compile(r"^\s*(\w+)\s*\[\s*(\d+)\s*(?:,\s*(\d+)\s*)?\]\s*=\s*(.+)$")
 
 
 def _bits(text: str) -> list[int]:
-    """``"0,0,1"`` or ``"001"`` -> [0, 0, 1] (the solver itself checks that they are 0/1)."""
-    parts = text.split(",") if "," in text else list(text.strip())
+    """``"0,0,1"`` or ``"001"`` -> [0, 0, 1]."""
+    parts = [p.strip() for p in text.split(",")] if "," in text else list(text.strip())
+    if not parts or any(p not in ("0", "1") for p in parts):
+        raise argparse.ArgumentTypeError(f"expected bits such as 0,0,1 or 001, got {text!r}")
+    return [int(p) for p in parts]
+
+
+def _weights(text: str) -> list[float]:
+    """``"2,2,-1"`` -> [2.0, 2.0, -1.0]: the three weights w1, w2, b."""
     try:
-        return [int(p) for p in parts]
+        values = [float(p) for p in text.split(",")]
     except ValueError:
+        values = []
+    if len(values) != 3 or not all(math.isfinite(v) for v in values):
         raise argparse.ArgumentTypeError(
-            f"expected bits such as 0,0,1 or 001, got {text!r}"
-        ) from None
-
-
-def _numbers(text: str) -> list[float]:
-    try:
-        return [float(p) for p in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected numbers such as 2,2,-1, got {text!r}") from None
+            f"expected three numbers w1,w2,b such as 2,2,-1, got {text!r}"
+        )
+    return values
 
 
 def _set_entries(params: dict, assignments: list[str]) -> dict:
@@ -36,15 +42,20 @@ def _set_entries(params: dict, assignments: list[str]) -> dict:
     for text in assignments:
         match = _ENTRY.match(text)
         if not match:
-            raise ValueError(f"--set: expected NAME[i,j]=VALUE such as W[1,1]=0, got {text!r}")
+            raise OptionError("--set", "NAME[i,j]=VALUE such as W[1,1]=0", repr(text))
         name, i, j, value = match.groups()
         if name not in params:
-            raise ValueError(f"--set: no weight {name!r}; the weights are {sorted(params)}")
+            raise OptionError("--set", f"one of the weights {', '.join(params)}", repr(name))
         index = (int(i),) if j is None else (int(i), int(j))
         shape = params[name].shape
         if len(index) != len(shape) or any(k >= n for k, n in zip(index, shape, strict=True)):
-            raise ValueError(f"--set: {name} has shape {shape}, got index {list(index)}")
-        params[name] = params[name].at[index].set(float(value))
+            raise OptionError(
+                "--set", f"an index into {name} of shape {shape}", f"index {list(index)}"
+            )
+        try:
+            params[name] = params[name].at[index].set(float(value))
+        except ValueError:
+            raise OptionError("--set", "a number after '='", repr(value.strip())) from None
     return params
 
 
@@ -67,18 +78,6 @@ def _verify_timed(params, n_bits: int):
     start = time.perf_counter()
     adder.verify(params, n_bits)
     return result, first, time.perf_counter() - start
-
-
-def _reporting_errors(command: str, body):
-    """Run ``body(args)``; a ValueError (bad input) exits with its message, no traceback."""
-
-    def run(args) -> int:
-        try:
-            return body(args)
-        except ValueError as error:
-            raise SystemExit(f"{command}: {error}") from None
-
-    return run
 
 
 def adder_verify(args) -> int:
@@ -109,6 +108,15 @@ def _print_trace(steps) -> None:
 def adder_add(args) -> int:
     from jaxrnn import adder
 
+    top = 2**args.bits - 1
+    bad = [(name, value) for name, value in (("a", args.a), ("b", args.b)) if not 0 <= value <= top]
+    if bad:
+        raise OptionError(
+            tuple(name for name, _ in bad),
+            f"{'integers' if len(bad) > 1 else 'an integer'} from 0 to 2^{args.bits} - 1 = "
+            f"{top} (--bits {args.bits})",
+            " and ".join(str(value) for _, value in bad),
+        )
     steps = adder.trace(adder.hand_params(), args.a, args.b, args.bits)
     print(f"{args.a} + {args.b} with the hand-set adder, {args.bits} bits:")
     _print_trace(steps)
@@ -143,7 +151,11 @@ def step_rnn_solve(args) -> int:
     from jaxrnn import step_rnn
 
     if len(args.x) != len(args.y):
-        raise ValueError(f"give as many --y as --x, got {len(args.x)} and {len(args.y)}")
+        raise OptionError("--y", f"as many --y as --x ({len(args.x)})", len(args.y))
+    for k, (x, y) in enumerate(zip(args.x, args.y, strict=True)):
+        if len(x) != len(y):
+            which = f" (sequence {k + 1})" if len(args.x) > 1 else ""
+            raise OptionError("--y", f"{len(x)} bits, as many as --x{which}", len(y))
     xs, ys = (args.x[0], args.y[0]) if len(args.x) == 1 else (args.x, args.y)
     print(step_rnn.solve(xs, ys, s0=args.s0).explanation)
     return 0
@@ -160,43 +172,78 @@ def step_rnn_run(args) -> int:
 
 
 def add_commands(subparsers) -> None:
-    adder = subparsers.add_parser("adder", help="the threshold-RNN binary adder (SPEC §1)")
-    sub = adder.add_subparsers(dest="adder_command", metavar="ACTION", required=True)
-    verify = sub.add_parser("verify", help="check the adder on every pair of n-bit numbers")
-    verify.add_argument("--bits", type=int, default=8)
+    from jaxrnn.adder import DOCUMENTED_KEY, MAX_ADD_BITS, MAX_VERIFY_BITS
+
+    group = subparsers.add_parser("adder", help="the threshold-RNN binary adder (SPEC §1)")
+    sub = group.add_subparsers(dest="adder_command", metavar="ACTION", required=True)
+    verify = command(
+        sub, "verify", adder_verify, help="check the adder on every pair of n-bit numbers"
+    )
+    verify.add_argument(
+        "--bits", type=integer(1, MAX_VERIFY_BITS), default=8, help="bits of each addend"
+    )
     verify.add_argument(
         "--set",
         action="append",
         metavar="NAME[i,j]=VALUE",
-        help="change one weight of the hand-set adder, e.g. W[1,1]=0 (repeatable)",
+        help="change one weight of the hand-set adder, e.g. W[1,1]=0; repeatable "
+        "(default: none changed)",
     )
-    verify.set_defaults(func=_reporting_errors("adder verify", adder_verify))
-    add = sub.add_parser("add", help="add two numbers, showing the hidden units per step")
-    add.add_argument("a", type=int)
-    add.add_argument("b", type=int)
-    add.add_argument("--bits", type=int, default=8)
-    add.set_defaults(func=_reporting_errors("adder add", adder_add))
-    train = sub.add_parser("train", help="learn an adder, harden it and verify it")
-    train.add_argument("--key", type=int, default=3)
-    train.add_argument("--bits", type=int, default=8, help="bits of the training addends")
-    train.add_argument("--hidden", type=int, default=3)
-    train.add_argument("--steps", type=int, default=2000)
-    train.add_argument("--learning-rate", type=float, default=0.03)
-    train.add_argument("--verify-bits", type=int, default=8)
-    train.set_defaults(func=_reporting_errors("adder train", adder_train))
+    add = command(sub, "add", adder_add, help="add two numbers, showing the hidden units per step")
+    add.add_argument("a", type=int, help="first addend, from 0 to 2^bits - 1")
+    add.add_argument("b", type=int, help="second addend, from 0 to 2^bits - 1")
+    add.add_argument("--bits", type=integer(1, MAX_ADD_BITS), default=8, help="bits of each addend")
+    train = command(sub, "train", adder_train, help="learn an adder, harden it and verify it")
+    train.add_argument(
+        "--key",
+        type=integer(0),
+        default=DOCUMENTED_KEY,
+        help="seed of jax.random.PRNGKey (initial weights and data)",
+    )
+    train.add_argument(
+        "--bits", type=integer(1, MAX_ADD_BITS), default=8, help="bits of the training addends"
+    )
+    train.add_argument("--hidden", type=integer(1), default=3, help="hidden units H")
+    train.add_argument("--steps", type=integer(1), default=2000, help="Adam steps")
+    train.add_argument(
+        "--learning-rate", type=number(0, open_low=True), default=0.03, help="Adam step size"
+    )
+    train.add_argument(
+        "--verify-bits",
+        type=integer(1, MAX_VERIFY_BITS),
+        default=8,
+        help="the hardened adder is checked on every pair of numbers of this many bits",
+    )
 
     step = subparsers.add_parser("step-rnn", help="the scalar step RNN (SPEC §2)")
     sub = step.add_subparsers(dest="step_rnn_command", metavar="ACTION", required=True)
-    solve = sub.add_parser("solve", help="find (w1, w2, b) mapping x to y, or prove there are none")
-    solve.add_argument("--x", type=_bits, action="append", required=True, help="e.g. 0,0,1")
-    solve.add_argument("--y", type=_bits, action="append", required=True, help="e.g. 0,0,1")
-    solve.add_argument("--s0", type=int, default=0)
-    solve.set_defaults(func=_reporting_errors("step-rnn solve", step_rnn_solve))
-    run = sub.add_parser("run", help="outputs of the step RNN for given weights")
-    run.add_argument("--params", type=_numbers, required=True, help="w1,w2,b e.g. 2,2,-1")
-    run.add_argument("--x", type=_bits, required=True)
-    run.add_argument("--s0", type=int, default=0)
-    run.set_defaults(func=_reporting_errors("step-rnn run", step_rnn_run))
+    solve = command(
+        sub,
+        "solve",
+        step_rnn_solve,
+        help="find (w1, w2, b) mapping x to y, or prove there are none",
+    )
+    solve.add_argument(
+        "--x",
+        type=_bits,
+        action="append",
+        required=True,
+        help="input bits, e.g. 0,0,1 or 001; repeat for several sequences",
+    )
+    solve.add_argument(
+        "--y",
+        type=_bits,
+        action="append",
+        required=True,
+        help="wanted output bits, one --y per --x, as long as it",
+    )
+    solve.add_argument("--s0", type=integer(0, 1), default=0, help="initial state s(0)")
+    run = command(sub, "run", step_rnn_run, help="outputs of the step RNN for given weights")
+    run.add_argument(
+        "--params", type=_weights, required=True, help="the weights w1,w2,b, e.g. 2,2,-1"
+    )
+    run.add_argument("--x", type=_bits, required=True, help="input bits, e.g. 0,0,1 or 001")
+    run.add_argument("--s0", type=integer(0, 1), default=0, help="initial state s(0)")
 
 
 def tour():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from jaxrnn.cli._options import OptionError, command, integer, number
+
 TITLE = "Training: fit, checkpoints that resume bit-exactly, synthetic tasks"
 ORDER = 50
 
@@ -100,17 +102,73 @@ def _task(name: str, args):
     return params, data, loss_fn, metrics, "guessing gives bits 0.5 and loss log 2 = 0.693", 1
 
 
+def _devices(args):
+    """The mesh of ``--all-devices`` (None without it), after checking --batch against it."""
+    import jax
+
+    from jaxrnn import sharding
+
+    if not args.all_devices:
+        return None
+    devices = jax.devices()
+    if len(devices) == 1:
+        platform = devices[0].platform
+        hint = f"--all-devices: only 1 device is visible ({platform}), so training runs on it"
+        if platform == "cpu":
+            hint += (
+                "; to split the CPU into N devices, set "
+                "XLA_FLAGS=--xla_force_host_platform_device_count=N before JAX starts, e.g. "
+                "XLA_FLAGS=--xla_force_host_platform_device_count=4 jaxrnn train ..."
+            )
+        print(hint)
+    elif args.batch % len(devices):
+        raise OptionError(
+            "--batch", f"a multiple of the {len(devices)} devices of --all-devices", args.batch
+        )
+    return sharding.data_mesh(devices)
+
+
+def _resumed_step(args) -> int:
+    """The step of an existing --checkpoint (0 if there is none), checked against --steps."""
+    import os
+
+    from jaxrnn import checkpoint
+
+    if args.checkpoint is None or not os.path.exists(args.checkpoint):
+        return 0
+    step = checkpoint.read_manifest(args.checkpoint)["step"]
+    if step > args.steps:
+        raise OptionError(
+            "--steps",
+            f"at least {step}, the step of --checkpoint {args.checkpoint!r} (it resumes from it)",
+            args.steps,
+        )
+    return step
+
+
 def run_train(args) -> int:
     """``jaxrnn train TASK``: train, print the losses and the held-out metrics."""
     import time
 
-    import jax
     import optax
 
-    from jaxrnn import sharding, train
+    from jaxrnn import train
 
+    if args.task == "adding" and args.length < 2:
+        raise OptionError("--length", "at least 2 for adding (two marked numbers)", args.length)
     params, data, loss_fn, metrics, baseline, batch_axis = _task(args.task, args)
-    mesh = sharding.data_mesh() if args.all_devices else None
+    mesh = _devices(args)
+    start_step = _resumed_step(args)
+    if start_step == args.steps:
+        print(
+            f"{args.task}: resumed from step {start_step} of {args.checkpoint}: nothing left to "
+            f"train (--steps {args.steps}); give a larger --steps to train on"
+        )
+    elif start_step:
+        print(
+            f"{args.task}: resumed from step {start_step} of {args.checkpoint}; training steps "
+            f"{start_step + 1} to {args.steps}"
+        )
     start = time.perf_counter()
     result = train.fit(
         loss_fn,
@@ -127,10 +185,16 @@ def run_train(args) -> int:
         progress=not args.no_progress,
     )
     losses = result.history.losses
-    print(
-        f"{args.task}: {len(losses)} steps in {time.perf_counter() - start:.1f} s on "
-        f"{len(jax.devices()) if mesh else 1} device(s); {baseline}"
-    )
+    seconds, devices = time.perf_counter() - start, mesh.size if mesh else 1
+    if start_step == args.steps:
+        done = "all from the checkpoint"
+    elif start_step:
+        done = (
+            f"the last {args.steps - start_step} trained in {seconds:.1f} s on {devices} device(s)"
+        )
+    else:
+        done = f"trained in {seconds:.1f} s on {devices} device(s)"
+    print(f"{args.task}: {len(losses)} step{'s' * (len(losses) != 1)}, {done}; {baseline}")
     marks = sorted({0, len(losses) // 4, len(losses) // 2, 3 * len(losses) // 4, len(losses) - 1})
     print("loss: " + ", ".join(f"step {k + 1}: {losses[k]:.4f}" for k in marks))
     for step, value in zip(result.history.eval_steps, result.history.evals, strict=True):
@@ -139,34 +203,66 @@ def run_train(args) -> int:
 
 
 def add_commands(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "train", help="train an LSTM on the adding problem, the copy task or binary addition"
+    parser = command(
+        subparsers,
+        "train",
+        run_train,
+        help="train an LSTM on the adding problem, the copy task or binary addition",
     )
-    parser.add_argument("task", choices=TASKS)
-    parser.add_argument("--steps", type=int, default=1000)
-    parser.add_argument("--hidden", type=int, default=32)
-    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("task", choices=TASKS, help="the task to learn")
+    parser.add_argument(
+        "--steps", type=integer(1), default=1000, help="total training steps, resumed ones included"
+    )
+    parser.add_argument("--hidden", type=integer(1), default=32, help="LSTM hidden size H")
+    parser.add_argument("--batch", type=integer(1), default=64, help="sequences per step")
     parser.add_argument(
         "--length",
-        type=int,
+        type=integer(1),
         default=30,
-        help="T for adding; symbols to copy for copy (default 30 / use ~5)",
+        help="adding: the sequence length T (at least 2); copy: how many symbols to copy "
+        "(30 is hard, try 5); addition: not used",
     )
-    parser.add_argument("--delay", type=int, default=10, help="copy: steps before recall")
-    parser.add_argument("--symbols", type=int, default=8, help="copy: alphabet size K")
-    parser.add_argument("--n-bits", type=int, default=8, help="addition: bits per operand")
-    parser.add_argument("--lr", type=float, default=1e-2)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--eval-every", type=int, default=None)
-    parser.add_argument("--checkpoint", default=None, help="checkpoint file; resumes if present")
-    parser.add_argument("--checkpoint-every", type=int, default=None)
+    parser.add_argument(
+        "--delay",
+        type=integer(1),
+        default=10,
+        help="copy: steps from the last symbol shown to the first recalled",
+    )
+    parser.add_argument("--symbols", type=integer(1), default=8, help="copy: alphabet size K")
+    parser.add_argument(
+        "--n-bits", type=integer(1, 30), default=8, help="addition: bits per operand"
+    )
+    parser.add_argument("--lr", type=number(0, open_low=True), default=1e-2, help="Adam step size")
+    parser.add_argument(
+        "--seed", type=integer(0), default=0, help="seed of the weights and the data"
+    )
+    parser.add_argument(
+        "--eval-every",
+        type=integer(1),
+        default=None,
+        metavar="N",
+        help="evaluate on held-out data every N steps (default: once, at the end)",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        default=None,
+        metavar="PATH",
+        help="checkpoint file, written at the end and resumed from if it exists (default: none)",
+    )
+    parser.add_argument(
+        "--checkpoint-every",
+        type=integer(1),
+        default=None,
+        metavar="N",
+        help="also write the checkpoint every N steps (default: only at the end)",
+    )
     parser.add_argument(
         "--all-devices",
         action="store_true",
-        help="data-parallel over every device (jax.sharding mesh)",
+        help="data-parallel over every visible device (a jax.sharding mesh; --batch must be a "
+        "multiple of their number)",
     )
-    parser.add_argument("--no-progress", action="store_true")
-    parser.set_defaults(func=run_train)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def tour():
