@@ -300,14 +300,15 @@ def test_cli_bptt_check_catches_its_planted_mistake(capsys):
 
 @pytest.mark.parametrize(
     "argv, message",
-    [(["--steps", "0"], "--steps: expected a positive integer, got 0"),
-     (["--loss-until", "9"], "--loss-until: expected 1..8, got 9")],
+    [(["--steps", "0"], "argument --steps: expected a positive integer, got 0"),
+     (["--loss-until", "9"],
+      "argument --loss-until: expected an integer from 1 to --steps (8), got 9")],
 )  # fmt: skip
 def test_cli_bptt_check_refuses_bad_sizes(argv, message, capsys):
     from jaxrnn.cli import main
 
     assert main(["bptt", "check", *argv]) == 2
-    assert message in capsys.readouterr().out
+    assert message in capsys.readouterr().err
 
 
 def test_tour_section_reports_measured_numbers():
