@@ -112,17 +112,24 @@ class Report:
         lines = [
             f"BPTT check of {self.model!r} against autodiff (T = {self.n_steps}, {self.dtype}, "
             f"rtol {self.rtol:g}): {n_wrong} of {len(self.quantities)} quantities differ",
-            f"  {'name':14s}{'max abs err':>13s}{'max rel err':>13s}  first wrong step",
+            f"  {'name':14s}{'max abs err':>13s}{'max rel err':>13s}  against autodiff",
         ]
         for q in self.quantities.values():
             if q.ok:
-                verdict = "ok"
+                verdict = "agrees"
             elif q.per_step:
-                n = len(q.wrong_steps)
-                verdict = f"{q.first_step:<6d} DIFFERS at {n} step{'s' * (n > 1)}"
+                verdict = (
+                    f"differs at {len(q.wrong_steps)} of {self.n_steps} steps "
+                    f"(first: step {q.first_step})"
+                )
             else:
-                verdict = "-      DIFFERS"
+                verdict = "differs (a parameter gradient, no steps)"
             lines.append(f"  {q.name:14s}{q.max_abs_error:13.2e}{q.max_rel_error:13.2e}  {verdict}")
+        if any(q.per_step and not q.ok for q in self.quantities.values()):
+            lines.append(
+                "  (first: the first wrong step the backward pass reaches; it runs from "
+                f"t = {self.n_steps} down to t = 1)"
+            )
         blame = self.blame
         if blame is None:
             lines.append("all agree: the formulas match autodiff")

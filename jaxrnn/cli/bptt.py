@@ -84,32 +84,6 @@ def _vector_problem(model: str, n_steps: int, seed: int = 0):
     return params, xs, dL_dh
 
 
-def report_text(report) -> str:
-    """``str(report)`` with its table worded for the command line: how many steps of each
-    quantity differ, and the first wrong one in the order the backward pass visits steps."""
-    n_steps, quantities = report.n_steps, report.quantities.values()
-    rows = []
-    for q in quantities:
-        if q.ok:
-            verdict = "agrees"
-        elif q.per_step:
-            verdict = (
-                f"differs at {len(q.wrong_steps)} of {n_steps} steps (first: step {q.first_step})"
-            )
-        else:
-            verdict = "differs (a parameter gradient, no steps)"
-        rows.append(f"  {q.name:14s}{q.max_abs_error:13.2e}{q.max_rel_error:13.2e}  {verdict}")
-    # str(report): a title line, the column names, one row per quantity, then the blame.
-    lines = str(report).splitlines()
-    blame = lines[2 + len(rows) :]
-    order = (
-        f"  (first: the first wrong step the backward pass reaches; it runs from t = {n_steps} "
-        "down to t = 1)"
-    )
-    columns = f"  {'name':14s}{'max abs err':>13s}{'max rel err':>13s}  against autodiff"
-    return "\n".join([lines[0], columns, *rows, order, *blame])
-
-
 def run_check(args) -> int:
     import jax
 
@@ -132,7 +106,7 @@ def run_check(args) -> int:
             "lstm_scalar",
             *problem,
         )
-        print(report_text(report))
+        print(report)
         print("\nThe same code without the mistake:")
         correct = bptt.check(student_lstm_scalar, "lstm_scalar", *problem)
         print(f"  ok = {correct.ok}, blame = {correct.blame}")
