@@ -602,8 +602,8 @@ def forward(state: State, grad_fn, alphas, betas, *, _extra=None, _grad3=None) -
     """
     n_steps, alpha_leaves, numerators = _check_schedules(state, alphas, betas)
     xs, new_slots, end_bounds = _segment_inputs(state, alpha_leaves, numerators, state.bounds)
-    fresh = [
-        jnp.zeros((n, *s.shape[1:]), buffer.SLOT_DTYPE)
+    fresh = [  # the slots this call fills (empty ones as NumPy: no device work at all)
+        (jnp if n else np).zeros((n, *s.shape[1:]), buffer.SLOT_DTYPE)
         for s, n in zip(state.slots, new_slots, strict=True)
     ]
     words = (state.theta, state.velocity, state.word, fresh)
