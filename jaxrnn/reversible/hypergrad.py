@@ -121,7 +121,7 @@ def _prepare(train_loss, val_loss, params0, alphas, betas, hyper, frac_bits):
     xs["beta"] = [jnp.asarray(n / 2.0**16) for n in numerators]
     zeros = [jnp.zeros(w.hi.shape, dt) for w, dt in zip(end.theta, dtypes, strict=True)]
     adjoints = (treedef.flatten_up_to(theta_bar), zeros, lam_bar)
-    words = (end.theta, end.velocity, end.word, end.slots)
+    words = (end.theta, end.velocity, end.word, end.slot_blocks[-1])
     args = (train_loss, treedef, dtypes, start.frac_bits, words, adjoints, xs, hyper)
     return start, end, value, args
 

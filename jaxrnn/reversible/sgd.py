@@ -73,16 +73,17 @@ class State:
     """Exact state of reversible momentum SGD (a pytree; static parts in the tree structure).
 
     Leaves are per parameter leaf: ``theta``, ``velocity`` (signed words), ``word`` (the
-    buffer word, uint32), ``slots`` ((S, *shape) uint8 spilled bytes); ``checksums``
-    (one uint32 per forward call not yet reversed); ``bad_step`` (int32, first overflow
-    step, -1 if none); ``mismatch_step`` (int32, first step where reverse detected a
-    different gradient).
+    buffer word, uint32); ``slot_blocks``, one entry per forward call not yet reversed,
+    each a list of per-leaf (S, *shape) uint8 arrays (the bytes that call spilled: a call
+    appends its block and never copies the earlier ones); ``checksums`` (one uint32 per
+    forward call not yet reversed); ``bad_step`` (int32, first overflow step, -1 if none);
+    ``mismatch_step`` (int32, first step where reverse detected a different gradient).
     """
 
     theta: list
     velocity: list
     word: list
-    slots: list
+    slot_blocks: tuple
     checksums: tuple
     bad_step: Any
     mismatch_step: Any
@@ -98,7 +99,7 @@ class State:
             self.theta,
             self.velocity,
             self.word,
-            self.slots,
+            self.slot_blocks,
             self.checksums,
             self.bad_step,
             self.mismatch_step,
@@ -109,6 +110,13 @@ class State:
     @classmethod
     def tree_unflatten(cls, aux, children):
         return cls(*children, *aux)
+
+    @property
+    def slots(self) -> list:
+        """Per leaf, every spilled byte so far: (S, *shape) uint8, oldest first (a copy)."""
+        if not self.slot_blocks:
+            return [jnp.zeros((0, *w.shape), buffer.SLOT_DTYPE) for w in self.word]
+        return [jnp.concatenate(blocks) for blocks in zip(*self.slot_blocks, strict=True)]
 
 
 def init(params, *, frac_bits: int = DEFAULT_FRAC_BITS) -> State:
@@ -156,7 +164,7 @@ def init(params, *, frac_bits: int = DEFAULT_FRAC_BITS) -> State:
         theta=theta,
         velocity=[fp.zeros(s) for s in shapes],
         word=[jnp.zeros(s, jnp.uint32) for s in shapes],
-        slots=[jnp.zeros((0, *s), buffer.SLOT_DTYPE) for s in shapes],
+        slot_blocks=(),
         checksums=(),
         bad_step=jnp.where(bad, 0, -1).astype(jnp.int32),
         mismatch_step=jnp.asarray(-1, jnp.int32),
@@ -188,10 +196,12 @@ def velocity(state: State):
 
 def stored_bits(state: State) -> int:
     """Bits the buffer holds: a 32-bit word plus 8 bits per spilled slot, per parameter."""
+    spilled = [
+        sum(block[i].shape[0] for block in state.slot_blocks) for i in range(len(state.word))
+    ]
     return sum(
-        int(np.prod(s.shape[1:], dtype=np.int64))
-        * (buffer.WORD_BITS + buffer.SLOT_BITS * s.shape[0])
-        for s in state.slots
+        int(np.prod(w.shape, dtype=np.int64)) * (buffer.WORD_BITS + buffer.SLOT_BITS * n)
+        for w, n in zip(state.word, spilled, strict=True)
     )
 
 
@@ -203,9 +213,8 @@ def information_bound(betas, n_params: int) -> float:
 
 def buffer_is_empty(state: State) -> bool:
     """True when no slot is spilled and every buffer word is 0."""
-    return all(s.shape[0] == 0 for s in state.slots) and all(
-        bool(jnp.all(w == 0)) for w in state.word
-    )
+    empty = all(s.shape[0] == 0 for block in state.slot_blocks for s in block)
+    return empty and all(bool(jnp.all(w == 0)) for w in state.word)
 
 
 def check(state: State) -> State:
@@ -603,25 +612,21 @@ def forward(state: State, grad_fn, alphas, betas, *, _extra=None, _grad3=None) -
     n_steps, alpha_leaves, numerators = _check_schedules(state, alphas, betas)
     xs, new_slots, end_bounds = _segment_inputs(state, alpha_leaves, numerators, state.bounds)
     fresh = [  # the slots this call fills (empty ones as NumPy: no device work at all)
-        (jnp if n else np).zeros((n, *s.shape[1:]), buffer.SLOT_DTYPE)
-        for s, n in zip(state.slots, new_slots, strict=True)
+        (jnp if n else np).zeros((n, *w.shape), buffer.SLOT_DTYPE)
+        for w, n in zip(state.word, new_slots, strict=True)
     ]
     words = (state.theta, state.velocity, state.word, fresh)
     grad3 = _grad3 if _grad3 is not None else _two_arg(grad_fn)
     (theta, vel, word, filled), bad, checksum = _run_scan(
         "forward", grad3, state.treedef, state.dtypes, state.frac_bits, words, xs, _extra
     )
-    slots = [
-        jnp.concatenate([s, f]) if f.shape[0] else s
-        for s, f in zip(state.slots, filled, strict=True)
-    ]
     segment = Segment(n_steps, tuple(state.bounds), _digest(numerators), new_slots)
     new = dataclasses.replace(
         state,
         theta=theta,
         velocity=vel,
         word=word,
-        slots=slots,
+        slot_blocks=(*state.slot_blocks, list(filled)),
         checksums=(*state.checksums, checksum),
         bad_step=jnp.where(state.bad_step >= 0, state.bad_step, bad),
         step=state.step + n_steps,
@@ -656,11 +661,9 @@ def reverse(state: State, grad_fn, alphas, betas, *, _extra=None, _grad3=None) -
             f"{segment.n_steps} steps; expected its beta schedule, got {n_steps} steps"
             + ("" if n_steps != segment.n_steps else " with different betas")
         )
-    n_old = [s.shape[0] - n for s, n in zip(state.slots, segment.new_slots, strict=True)]
     start = dataclasses.replace(state, step=state.step - n_steps)
     xs, _, _ = _segment_inputs(start, alpha_leaves, numerators, segment.start_bounds)
-    own = [s[n:] for s, n in zip(state.slots, n_old, strict=True)]  # the call's slots
-    words = (state.theta, state.velocity, state.word, own)
+    words = (state.theta, state.velocity, state.word, state.slot_blocks[-1])
     grad3 = _grad3 if _grad3 is not None else _two_arg(grad_fn)
     (theta, vel, word, _), bad, checksum = _run_scan(
         "reverse", grad3, state.treedef, state.dtypes, state.frac_bits, words, xs, _extra
@@ -673,7 +676,7 @@ def reverse(state: State, grad_fn, alphas, betas, *, _extra=None, _grad3=None) -
         theta=theta,
         velocity=vel,
         word=word,
-        slots=[s[:n] for s, n in zip(state.slots, n_old, strict=True)],
+        slot_blocks=state.slot_blocks[:-1],
         checksums=state.checksums[:-1],
         mismatch_step=jnp.where(state.mismatch_step >= 0, state.mismatch_step, mismatch),
         step=start.step,
