@@ -124,7 +124,10 @@ def lstm_layer(
     mask = flat_lengths = None
     if lengths is not None:
         # clipped as under jit a value outside [0, T] cannot be rejected (it acts as the bound)
-        flat_lengths = jnp.clip(jnp.asarray(lengths).reshape(n_seq), 0, n_steps)
+        # lengths may cover only the leading batch axes (as in scan): broadcast over the rest
+        lengths = jnp.asarray(lengths)
+        lengths = lengths.reshape(lengths.shape + (1,) * (len(batch) - lengths.ndim))
+        flat_lengths = jnp.clip(jnp.broadcast_to(lengths, batch).reshape(n_seq), 0, n_steps)
         mask = (jnp.arange(n_steps)[:, None] < flat_lengths)[..., None]
         # padding steps see zeros (as in jaxrnn.scan): NaN padding cannot reach the gradients
         xs_flat = jnp.where(mask, xs_flat, 0)

@@ -7,8 +7,6 @@ A cell is any function ``cell(params, carry, x) -> (carry, y)``, e.g. ``jaxrnn.c
 
 from __future__ import annotations
 
-import re
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -29,6 +27,21 @@ def _sequence_length(xs) -> int:
     return shapes[0][0]
 
 
+def _batch_major(cell, params, carry, xs) -> bool:
+    """Whether the cell would accept one step of xs with its first two axes swapped."""
+    if any(len(shape_of(leaf)) < 3 for leaf in jax.tree_util.tree_leaves(xs)):
+        return False
+    x0 = jax.tree_util.tree_map(
+        lambda leaf: jax.ShapeDtypeStruct((shape_of(leaf)[0], *shape_of(leaf)[2:]), dtype_of(leaf)),
+        xs,
+    )
+    try:
+        jax.eval_shape(cell, params, carry, x0)
+    except Exception:  # noqa: BLE001 - any failure: the swap would not help
+        return False
+    return True
+
+
 def _check_carry_type(cell, params, carry, xs):
     """The cell must return a carry of the same structure, shapes and dtypes it was given."""
     x0 = jax.tree_util.tree_map(
@@ -37,14 +50,14 @@ def _check_carry_type(cell, params, carry, xs):
     try:
         out = jax.eval_shape(cell, params, carry, x0)
     except ValueError as error:
-        if not re.search(r"\bx\b", str(error).split(":")[0]):  # the message is not about x
+        if not _batch_major(cell, params, carry, xs):
             raise
         shapes = [shape_of(leaf) for leaf in jax.tree_util.tree_leaves(xs)]
         xs_shape = shapes[0] if len(shapes) == 1 else shapes
         raise ValueError(
-            f"{error} [scan feeds the cell one time step x = xs[t]; xs of shape {xs_shape} "
-            "is read as time-major (T, *batch, D): for batch-major data pass "
-            "jnp.swapaxes(xs, 0, 1)]"
+            f"{error} [scan feeds the cell one time step x = xs[t] of xs {xs_shape}, read "
+            "as time-major (T, *batch, D): if xs is batch-major, pass jnp.swapaxes(xs, 0, 1); "
+            "otherwise give the carry the batch shape of xs]"
         ) from None
     if not (isinstance(out, tuple) and len(out) == 2):
         raise ValueError(

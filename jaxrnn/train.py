@@ -201,7 +201,7 @@ def _progress_bar(steps, start, enabled):
     return auto_tqdm(total=steps, initial=start, unit="step", desc="fit")
 
 
-def _check_param_shapes(path, manifest, params):
+def check_param_shapes(path, manifest, params):
     """A checkpoint of another model says so in terms of params, before any other leaf."""
     saved = {leaf["path"]: tuple(leaf["shape"]) for leaf in manifest["leaves"]}
     differ = [
@@ -227,7 +227,7 @@ def _restore(path, params, opt_state, steps):
         raise ValueError(
             f"steps: the checkpoint {os.fspath(path)!r} is at step {step}, past steps={steps}"
         )
-    _check_param_shapes(path, manifest, params)
+    check_param_shapes(path, manifest, params)
     saved = {leaf["path"]: leaf["dtype"] for leaf in manifest["leaves"]}
     dtype = saved.get("['losses']")
     dtype = dtype if dtype in ("bfloat16", "float16", "float32", "float64") else "float32"

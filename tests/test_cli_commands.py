@@ -139,3 +139,25 @@ def test_all_devices_on_one_cpu_hints_at_xla_flags(capsys):
 def test_no_device_hint_without_all_devices(capsys):
     assert main([*TRAIN, "--steps", "1"]) == 0
     assert "XLA_FLAGS" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [(["--checkpoint-every", "1"], "argument --checkpoint-every: expected to come with"),
+     (["--seed", str(10**20)], "argument --seed: expected an integer from 0 to"),
+     (["--checkpoint", "."], "argument --checkpoint: expected a file path (not a directory)")],
+)  # fmt: skip
+def test_train_options_that_the_library_would_name_otherwise(argv, message, capsys):
+    assert main(["train", "adding", "--steps", "2", "--no-progress", *argv]) == 2
+    captured = capsys.readouterr()
+    assert message in captured.err and captured.out == ""
+
+
+def test_a_checkpoint_of_another_model_is_refused_before_anything_is_printed(tmp_path, capsys):
+    path = str(tmp_path / "run.npz")
+    common = ["train", "adding", "--steps", "2", "--batch", "4", "--length", "4", "--no-progress"]
+    assert main([*common, "--hidden", "3", "--checkpoint", path]) == 0
+    capsys.readouterr()
+    assert main([*common, "--steps", "3", "--hidden", "5", "--checkpoint", path]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "written for other parameter shapes" in captured.err

@@ -206,6 +206,16 @@ def test_nan_padding_reaches_neither_outputs_nor_gradients(reverse):
 
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("lengths", [[2, 5], 3], ids=["leading_axis", "scalar"])
+def test_lengths_of_fewer_axes_broadcast_over_the_batch_as_in_scan(lengths, reverse):
+    params, carry, xs = _setup(5, batch=(2, 3), n_steps=5)
+    lengths = np.array(lengths)
+    got = lstm_layer(params, carry, xs, lengths=lengths, reverse=reverse)
+    want = jaxrnn.scan(lstm.apply, params, carry, xs, lengths=lengths, reverse=reverse)
+    assert _max_relative_error(want, got) <= 1e-12
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 def test_lengths_under_jit_as_traced_values(reverse):
     params, carry, xs = _setup(3)
     lengths = jnp.array([2, 7, 5, 1])

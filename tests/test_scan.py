@@ -261,9 +261,13 @@ def test_bidirectional_errors():
 def test_batch_major_xs_get_a_message_about_the_time_axis():
     params = lstm.init(jax.random.PRNGKey(0), 4, 8)
     carry = lstm.init_carry((3,), 8)
-    with pytest.raises(ValueError, match=r"x of shape \(20, 4\).*xs of shape \(3, 20, 4\).*"
+    with pytest.raises(ValueError, match=r"x of shape \(20, 4\).*of xs \(3, 20, 4\).*"
                        r"time-major.*swapaxes"):  # fmt: skip
         jaxrnn.scan(lstm.apply, params, carry, jnp.ones((3, 20, 4)))
+    # No hint where swapping the axes would not help either.
+    with pytest.raises(ValueError, match=r"x of shape \(7, 4\)") as raised:
+        jaxrnn.scan(lstm.apply, params, carry, jnp.ones((20, 7, 4)))
+    assert "swapaxes" not in str(raised.value)
     # Errors that are not about x keep their message, and name what came without tracer types.
     run = jax.jit(lambda c: jaxrnn.scan(lstm.apply, params, c, jnp.ones((20, 3, 4))))
     with pytest.raises(ValueError, match=r"^carry: expected a tuple \(c, h\), got an array of "

@@ -60,6 +60,9 @@ def describe_integer(minimum: int | None = None, maximum: int | None = None) -> 
     return f"an integer from {minimum} to {maximum}"
 
 
+SEED_MAX = 2**31 - 1 - 1_000_003  # seeds of jax.random keys; train adds 1_000_003 for its test data
+
+
 def integer(minimum: int | None = None, maximum: int | None = None):
     """An argparse ``type``: an integer in [minimum, maximum] (either bound optional)."""
     expected = describe_integer(minimum, maximum)

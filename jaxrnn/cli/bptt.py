@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jaxrnn.cli._options import OptionError, command, integer
+from jaxrnn.cli._options import SEED_MAX, OptionError, command, integer
 
 TITLE = "Hand BPTT checked against autodiff; gradient flow through time"
 ORDER = 20
@@ -149,7 +149,9 @@ def add_commands(subparsers) -> None:
         default=5,
         help="the loss sees steps 1..this one (dL/dh = 0 after it); at most --steps",
     )
-    check.add_argument("--seed", type=integer(0), default=0, help="seed of weights and inputs")
+    check.add_argument(
+        "--seed", type=integer(0, SEED_MAX), default=0, help="seed of weights and inputs"
+    )
 
 
 def tour():

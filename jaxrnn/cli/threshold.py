@@ -7,7 +7,7 @@ import math
 import re
 import time
 
-from jaxrnn.cli._options import OptionError, command, integer, number
+from jaxrnn.cli._options import SEED_MAX, OptionError, command, integer, number
 
 TITLE = "Threshold networks: a binary adder proved and learned; an exact step-RNN designer"
 ORDER = 10
@@ -196,7 +196,7 @@ def add_commands(subparsers) -> None:
     train = command(sub, "train", adder_train, help="learn an adder, harden it and verify it")
     train.add_argument(
         "--key",
-        type=integer(0),
+        type=integer(0, SEED_MAX),
         default=DOCUMENTED_KEY,
         help="seed of jax.random.PRNGKey (initial weights and data)",
     )

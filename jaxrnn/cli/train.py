@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jaxrnn.cli._options import OptionError, command, integer, number
+from jaxrnn.cli._options import SEED_MAX, OptionError, command, integer, number
 
 TITLE = "Training: fit, checkpoints that resume bit-exactly, synthetic tasks"
 ORDER = 50
@@ -134,7 +134,13 @@ def _resumed_step(args) -> int:
 
     from jaxrnn import checkpoint
 
-    if args.checkpoint is None or not os.path.exists(args.checkpoint):
+    if args.checkpoint is None:
+        if args.checkpoint_every is not None:
+            raise OptionError("--checkpoint-every", "to come with --checkpoint PATH", "it alone")
+        return 0
+    if os.path.isdir(args.checkpoint):
+        raise OptionError("--checkpoint", "a file path (not a directory)", args.checkpoint)
+    if not os.path.exists(args.checkpoint):
         return 0
     step = checkpoint.read_manifest(args.checkpoint)["step"]
     if step > args.steps:
@@ -159,6 +165,10 @@ def run_train(args) -> int:
     params, data, loss_fn, metrics, baseline, batch_axis = _task(args.task, args)
     mesh = _devices(args)
     start_step = _resumed_step(args)
+    if start_step:  # a checkpoint of another model is refused before anything is printed
+        from jaxrnn import checkpoint
+
+        train.check_param_shapes(args.checkpoint, checkpoint.read_manifest(args.checkpoint), params)
     if start_step == args.steps:
         print(
             f"{args.task}: resumed from step {start_step} of {args.checkpoint}: nothing left to "
@@ -234,7 +244,7 @@ def add_commands(subparsers) -> None:
     )
     parser.add_argument("--lr", type=number(0, open_low=True), default=1e-2, help="Adam step size")
     parser.add_argument(
-        "--seed", type=integer(0), default=0, help="seed of the weights and the data"
+        "--seed", type=integer(0, SEED_MAX), default=0, help="seed of the weights and the data"
     )
     parser.add_argument(
         "--eval-every",
