@@ -49,6 +49,19 @@ def test_overflow_flags_are_exactly_the_out_of_range_results():
     assert add_over.any() and sub_over.any() and not add_over.all()
 
 
+@pytest.mark.parametrize("n", [1, 2, 255, 256, 32768, 58982, 65535])
+def test_floor_division_at_the_sign_and_limb_edges(n):
+    # The top 16-bit limb is divided as a signed number, the three below unsigned: values
+    # at multiples of n, around +-2^48 (the top limb's unit) and at the ends of the range.
+    ends = [0, 1, -1, 2**63 - 1, -(2**63), 2**48, -(2**48), 2**48 - 1, -(2**48) - 1, -(2**32)]
+    near = [k * n + r for k in (-(2**47), -(2**31), -7, -1, 0, 1, 7, 2**31, 2**47 - 1)
+            for r in (0, 1, n - 1)]  # fmt: skip
+    values = [v for v in ends + near if -(2**63) <= v < 2**63]
+    q, r = fp.floor_divmod_signed(words(values), jnp.uint32(n))
+    assert list(fp.to_int(q)) == [v // n for v in values]
+    assert list(np.asarray(r)) == [v % n for v in values]
+
+
 @pytest.mark.parametrize("n", [1, 3, 32768, 58982, 65470, 65535])
 def test_multiply_shift_and_floor_division_by_small_n(n):
     a = random_ints(4, 400)
