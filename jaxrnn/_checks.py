@@ -90,19 +90,23 @@ def check_last_dim(x, size: int, *, name: str):
         raise ValueError(f"{name}: expected real numbers (integer or floating), got {dtype_of(x)}")
 
 
-def check_batches_broadcast(arrays: Mapping[str, object]):
+def check_batches_broadcast(arrays: Mapping[str, object], *, feature_axis: bool = True):
     """Check that the batch shapes (all axes but the last) of the named arrays broadcast.
 
     A cell's carry and input must describe the same batch: (B, H) with (B, D), or an
-    unbatched carry (H,) shared by every sequence of x (B, D).
+    unbatched carry (H,) shared by every sequence of x (B, D). With ``feature_axis=False``
+    every axis is a batch axis (the univariate cells): the whole shapes must broadcast.
     """
+    drop = 1 if feature_axis else 0
     try:
-        np.broadcast_shapes(*(shape_of(value)[:-1] for value in arrays.values()))
+        np.broadcast_shapes(
+            *(shape_of(value)[: len(shape_of(value)) - drop] for value in arrays.values())
+        )
     except ValueError:
         got = ", ".join(f"{name} of shape {shape_of(value)}" for name, value in arrays.items())
+        expected = "the same batch shape (*batch, ...)" if feature_axis else "the batch shape of x"
         raise ValueError(
-            f"{', '.join(arrays)}: expected the same batch shape (*batch, ...) (or batch "
-            f"shapes that broadcast), got {got}"
+            f"{', '.join(arrays)}: expected {expected} (or shapes that broadcast), got {got}"
         ) from None
 
 

@@ -18,12 +18,12 @@ import numpy as np
 
 from jaxrnn._checks import (
     batch_shape_tuple,
+    check_batches_broadcast,
     check_key,
     check_params,
     describe,
     dtype_of,
     is_real,
-    shape_of,
 )
 
 WEIGHTS = ("w_ix", "w_ih", "w_fx", "w_fh", "w_ox", "w_oh", "w_gx", "w_gh")
@@ -82,14 +82,7 @@ def apply(params: dict, carry, x):
             raise ValueError(
                 f"{name}: expected real numbers (integer or floating), got {dtype_of(value)}"
             )
-    try:  # every axis is a batch axis: the shapes themselves must broadcast
-        np.broadcast_shapes(*(shape_of(value) for value in parts.values()))
-    except ValueError:
-        got = ", ".join(f"{name} of shape {shape_of(value)}" for name, value in parts.items())
-        raise ValueError(
-            f"{', '.join(parts)}: expected the batch shape of x (or shapes that broadcast), "
-            f"got {got}"
-        ) from None
+    check_batches_broadcast(parts, feature_axis=False)  # every axis is a batch axis
     c_prev, h_prev, x = jnp.asarray(carry[0]), jnp.asarray(carry[1]), jnp.asarray(x)
     i, f, o, g = gates(params, h_prev, x)
     c = f * c_prev + i * g
