@@ -126,7 +126,7 @@ def check_key(key, *, name: str = "key"):
     if not (typed or raw):
         raise ValueError(
             f"{name}: expected one jax.random key (jax.random.key(0) or PRNGKey(0)), got "
-            f"{type(key).__name__} of shape {shape} and dtype {dtype}"
+            f"{describe(key)}"
         )
 
 
