@@ -344,11 +344,23 @@ def velocity_leaf(theta, vel, word, slots, alpha_g, n, flag, slot, frac_bits, k)
     """
     bad_input = ~fp.fits(theta, THETA_BITS) | ~fp.fits(vel, VELOCITY_BITS)
     digest, bad = _sum_and_any(fp.fingerprint_terms(vel, k), jnp.ravel(bad_input))
-    word, slots = buffer.spill(word, slots, flag, slot)
-    scaled, word, _ = buffer.mul_ratio(vel, word, n)
-    step_word, bad_float = fp.from_float(alpha_g, frac_bits, VELOCITY_BITS)
+    scaled, word, slots, step_word, bad_float, _ = _momentum(
+        vel, word, slots, alpha_g, n, flag, slot, frac_bits
+    )
     step_word = fp.where(bad_float, POISON, step_word)
     return fp.sub(scaled, step_word), word, slots, digest, bad
+
+
+def _momentum(vel, word, slots, alpha_g, n, flag, slot, frac_bits):
+    """beta_k v(k) exactly (spilling first if the schedule says so) and the rounded step.
+
+    Returns ``(beta v, word, slots, step_word, bad_float, word_overflow)``: v(k+1) is
+    beta v - step_word; the flags are elementwise.
+    """
+    word, slots = buffer.spill(word, slots, flag, slot)
+    scaled, word, word_overflow = buffer.mul_ratio(vel, word, n)
+    step_word, bad_float = fp.from_float(alpha_g, frac_bits, VELOCITY_BITS)
+    return scaled, word, slots, step_word, bad_float, word_overflow
 
 
 # A step that drives v out of its guard range without wrapping: 2^62 units (NumPy scalars,
@@ -393,10 +405,10 @@ def forward_leaf(theta, vel, word, slots, alpha_g, n, flag, slot, frac_bits):
     word beyond its bound) are scalars.
     """
     bad_input = ~fp.fits(theta, THETA_BITS) | ~fp.fits(vel, VELOCITY_BITS)
-    word, slots = buffer.spill(word, slots, flag, slot)
-    vel, word, word_overflow = buffer.mul_ratio(vel, word, n)
-    step_word, bad_float = fp.from_float(alpha_g, frac_bits, VELOCITY_BITS)
-    new_vel = fp.sub(vel, step_word)
+    scaled, word, slots, step_word, bad_float, word_overflow = _momentum(
+        vel, word, slots, alpha_g, n, flag, slot, frac_bits
+    )
+    new_vel = fp.sub(scaled, step_word)
     new_theta = fp.add(theta, new_vel)
     bad_step = jnp.any(bad_float | word_overflow)
     return new_theta, new_vel, word, slots, step_word, jnp.any(bad_input), bad_step
@@ -537,12 +549,8 @@ _SCANS = {
 
 def _run_scan(name: str, *args):
     """Run the jitted forward or reverse scan, with the CPU options when at top level."""
-    tuned = (
-        jax.default_backend() == "cpu"
-        and _outside_any_trace()
-        and all(is_concrete(leaf) for leaf in jax.tree_util.tree_leaves(args[4:]))
-        and _cpu_options_supported()
-    )
+    # Outside any trace every argument is concrete (a jit needs no tracer check).
+    tuned = jax.default_backend() == "cpu" and _outside_any_trace() and _cpu_options_supported()
     return _SCANS[name, tuned](*args)
 
 
