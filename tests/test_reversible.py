@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from jaxrnn import reversible
-from jaxrnn.reversible import fixed_point as fp
+from jaxrnn.exact import fixed_point as fp
 
 KEY = jax.random.PRNGKey(0)
 A = jax.random.normal(KEY, (4, 4), jnp.float32)

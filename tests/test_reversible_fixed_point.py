@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jaxrnn.reversible import buffer
-from jaxrnn.reversible import fixed_point as fp
+from jaxrnn.exact import buffer
+from jaxrnn.exact import fixed_point as fp
 
 EDGES = [0, 1, -1, 2**16 - 1, -(2**16), 2**32 - 1, 2**32, -(2**32), 2**63 - 1, -(2**63)]
 

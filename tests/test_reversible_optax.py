@@ -7,7 +7,7 @@ import optax
 import pytest
 
 from jaxrnn import reversible
-from jaxrnn.reversible import fixed_point as fp
+from jaxrnn.exact import fixed_point as fp
 
 A = jnp.array([[2.0, 0.5, 0.0], [0.5, 1.0, 0.1], [0.0, 0.1, 0.4]], jnp.float32)
 PARAMS = {"w": jnp.array([1.0, -2.0, 0.5], jnp.float32), "b": jnp.ones((2, 2), jnp.float32)}

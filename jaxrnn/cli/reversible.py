@@ -145,7 +145,7 @@ def _momentum(text: str) -> float:
     import argparse
     import math
 
-    from jaxrnn.reversible import buffer
+    from jaxrnn.exact import buffer
 
     low, high = buffer.MIN_NUMERATOR, buffer.DENOMINATOR - 1
     try:

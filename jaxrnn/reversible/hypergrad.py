@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrnn._checks import is_concrete
-from jaxrnn.reversible import fixed_point as fp
+from jaxrnn.exact import fixed_point as fp
 from jaxrnn.reversible import sgd
 
 

@@ -32,8 +32,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxrnn.reversible import buffer, sgd
-from jaxrnn.reversible import fixed_point as fp
+from jaxrnn.exact import buffer
+from jaxrnn.exact import fixed_point as fp
+from jaxrnn.reversible import sgd
 
 
 class ReversibleMomentumState(NamedTuple):

@@ -44,8 +44,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrnn._checks import is_concrete
-from jaxrnn.reversible import buffer
-from jaxrnn.reversible import fixed_point as fp
+from jaxrnn.exact import buffer
+from jaxrnn.exact import fixed_point as fp
 
 DEFAULT_FRAC_BITS = 44
 

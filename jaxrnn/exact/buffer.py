@@ -42,7 +42,7 @@ import functools
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrnn.reversible import fixed_point as fp
+from jaxrnn.exact import fixed_point as fp
 
 BETA_BITS = 16
 DENOMINATOR = 1 << BETA_BITS
