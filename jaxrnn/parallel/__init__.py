@@ -9,7 +9,7 @@
 
 from jaxrnn.parallel.deer import DeerInfo, DeerNotConverged, DeerNotConvergedWarning, deer
 from jaxrnn.parallel.depth import DepthRow, measure_depths
-from jaxrnn.parallel.linear import linear_recurrence
+from jaxrnn.parallel.linear import final_state, linear_recurrence
 
 __all__ = [
     "DeerInfo",
@@ -17,6 +17,7 @@ __all__ = [
     "DeerNotConvergedWarning",
     "DepthRow",
     "deer",
+    "final_state",
     "linear_recurrence",
     "measure_depths",
 ]

@@ -8,6 +8,11 @@ so all prefixes (A_t ... A_1, h_t) come out of ``jax.lax.associative_scan`` in a
 2 log2 T levels instead of T sequential steps (Martin & Cundy, ICLR 2018). The initial
 state is folded into the first step, b_1 <- A_1 h_0 + b_1, so that the prefix offsets are
 the states themselves.
+
+Segments (packed sequences) and padding need no other operator (SPEC §8): a step that
+starts a segment from h_0 is the constant map (0, A_t h_0 + b_t), and a padding step the
+constant map (0, 0). A constant map c is a left zero of composition, c o m = c for every
+m, so it cuts the scan: nothing before it reaches it or anything after it.
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._checks import dtype_of, shape_of
+from jaxrnn._checks import check_lengths, dtype_of, shape_of
+from jaxrnn.parallel.timesplit import check_time_mesh, split_associative_scan
 
 
 def _matvec(a, v):
@@ -39,9 +45,9 @@ def _combine_diagonal(earlier, later):
     return a2 * a1, a2 * b1 + b2
 
 
-def _check_floating(x, name: str):
-    if not jnp.issubdtype(dtype_of(x), jnp.floating):
-        raise ValueError(f"{name}: expected a floating dtype, got {dtype_of(x)}")
+def _check_inexact(x, name: str):
+    if not jnp.issubdtype(dtype_of(x), jnp.inexact):
+        raise ValueError(f"{name}: expected a floating or complex dtype, got {dtype_of(x)}")
 
 
 def transition_kind(A, b) -> str:
@@ -80,55 +86,196 @@ def transition_kind(A, b) -> str:
     return kind
 
 
-def linear_recurrence(A, b, h0, *, reverse: bool = False):
+def _check_segments(lengths, resets, b):
+    """Validate ``lengths`` ((*batch,) or a prefix of it) and ``resets`` ((T, *batch) bool)."""
+    b_shape = shape_of(b)
+    n_steps, batch = b_shape[0], b_shape[1:-1]
+    if lengths is not None:
+        if len(shape_of(lengths)) > len(batch):
+            raise ValueError(
+                f"lengths: expected the batch shape of b, {batch} (or its leading axes), got "
+                f"{shape_of(lengths)}"
+            )
+        check_lengths(lengths, b, n_steps)
+    if resets is not None:
+        if shape_of(resets) != (n_steps, *batch):
+            raise ValueError(
+                f"resets: expected shape (T, *batch) = {(n_steps, *batch)}, got {shape_of(resets)}"
+            )
+        if dtype_of(resets) != jnp.bool_:
+            raise ValueError(f"resets: expected a boolean mask, got dtype {dtype_of(resets)}")
+
+
+def _per_step(mask, leaf):
+    """Reshape a (T, *batch) mask to broadcast against a (T, *batch, ...) leaf."""
+    return mask.reshape(mask.shape + (1,) * (leaf.ndim - mask.ndim))
+
+
+def _clamped_lengths(lengths, n_steps: int, batch: tuple[int, ...]):
+    """``lengths`` clipped to [0, T] and broadcast over trailing batch axes to ``batch``."""
+    lengths = jnp.clip(jnp.asarray(lengths), 0, n_steps)
+    lengths = lengths.reshape(lengths.shape + (1,) * (len(batch) - lengths.ndim))
+    return jnp.broadcast_to(lengths, batch)
+
+
+def step_masks(n_steps: int, batch: tuple[int, ...], lengths, resets, reverse: bool):
+    """``(active, fresh)``, each (T, *batch) bool: step t runs (t < L); step t starts from h0.
+
+    Forward, a segment starts at step 0 and wherever ``resets`` is True. In reverse the
+    same segments run backwards, so each starts at its last step: t = L - 1 (or T - 1), or
+    t with ``resets[t + 1]`` True. ``active`` is None without ``lengths``.
+    """
+    steps = jnp.arange(n_steps).reshape((n_steps,) + (1,) * len(batch))
+    last = n_steps - 1
+    active = None
+    if lengths is not None:
+        lengths = _clamped_lengths(lengths, n_steps, batch)
+        active = steps < lengths
+        last = lengths - 1
+    fresh = jnp.broadcast_to(steps == (last if reverse else 0), (n_steps, *batch))
+    if resets is not None:
+        if reverse:
+            resets = jnp.concatenate([resets[1:], jnp.zeros_like(resets[:1])])
+        fresh = fresh | resets
+    return active, fresh
+
+
+def segment_elements(A, b, h0, active, fresh, *, kind: str):
+    """The scan's elements: (A_t, b_t), or (0, A_t h0 + b_t) where ``fresh``, (0, 0) where
+    not ``active``. Padding values are replaced before use, so NaN there reaches nothing."""
+    apply = _matvec if kind == "full" else jnp.multiply
+    if active is not None:
+        A = jnp.where(_per_step(active, A), A, jnp.zeros_like(A))
+        b = jnp.where(_per_step(active, b), b, jnp.zeros_like(b))
+    start = apply(A, h0)
+    A = jnp.where(_per_step(fresh, A), jnp.zeros_like(A), A)
+    b = jnp.where(_per_step(fresh, b), b + start, b)
+    return A, b
+
+
+def linear_recurrence(A, b, h0, *, lengths=None, resets=None, reverse: bool = False, mesh=None):
     """All states of h_t = A_t h_{t-1} + b_t, t = 1..T, by one associative scan.
 
     Forward (``reverse=False``) and reverse (``reverse=True``, the form of an adjoint
-    recursion: h_t = A_t h_{t+1} + b_t from t = T down to 1, with h_{T+1} = h0) mean::
+    recursion: h_t = A_t h_{t+1} + b_t from t = T down to 1, with h_{T+1} = h0) mean, per
+    sequence of the batch (L = its length, T without ``lengths``)::
 
-        def linear_recurrence(A, b, h0, reverse=False):
-            h, hs = h0, [None] * T
-            for t in (reversed(range(T)) if reverse else range(T)):
+        def linear_recurrence(A, b, h0, lengths, resets, reverse):
+            hs = [zeros(H)] * T
+            h = h0
+            for t in (reversed(range(L)) if reverse else range(L)):
+                if starts_segment(t):  # t == first step, or resets[t] (reverse: resets[t+1])
+                    h = h0
                 h = A[t] @ h + b[t]          # A[t] * h + b[t] for diagonals
                 hs[t] = h
             return stack(hs)
 
+    So ``lengths`` has ``jaxrnn.scan``'s meaning: states past a length are zero, the values
+    of A and b there (NaN too) reach neither the states nor gradients, and ``reverse`` runs
+    each sequence from its own step L - 1 down to 0. The state at the length (what
+    ``jaxrnn.scan`` returns as its final carry) is :func:`final_state`. ``resets[t]`` True
+    marks step t as the first step of a new segment (packed sequences), which starts again
+    from h0; in reverse each segment runs backwards from its own last step, so one mask
+    serves both directions.
+
     The sequential loop has T steps; the associative scan has about 2 log2 T levels of
     matrix products (see ``jaxrnn.steps.parallel_depth``) and does more total work: each
     level multiplies matrices, (T, H, H) @ (T, H, H), where the loop needs matrix-vector
-    products only. Pass diagonals when A is diagonal: every product is then elementwise.
+    products only. Pass diagonals when A is diagonal: every product is then elementwise,
+    and complex diagonals (LRU, SPEC §8) are welcome.
+
+    With ``mesh`` (a 1-D ``jax.sharding.Mesh`` of P devices) the T steps are split into P
+    chunks: each device scans its chunk, the P chunks' composed maps are combined on every
+    device, and each device corrects its chunk with the map of all chunks before it
+    (:func:`jaxrnn.parallel.timesplit.split_associative_scan`, SPEC §9). The states are the
+    same as on one device up to rounding.
 
     Args:
       A: transitions, full matrices of shape (T, *batch, H, H) or their diagonals
-        (T, *batch, H).
+        (T, *batch, H); floating or complex.
       b: offsets, shape (T, *batch, H).
       h0: initial state, shape (*batch, H).
+      lengths: optional integers, shape (*batch,) (or its leading axes, broadcast over the
+        rest), values in [0, T]; checked when known at trace time, clipped to [0, T] under
+        ``jit``.
+      resets: optional boolean mask of shape (T, *batch): True where a segment starts.
       reverse: run from t = T down to 1 (states stay aligned with A and b).
+      mesh: optional 1-D mesh over which to split the T axis.
 
     Returns:
-      hs, shape (T, *batch, H), with hs[t] = A[t] @ hs[t - 1] + b[t] (forward; hs[-1] read
-      as h0) or hs[t] = A[t] @ hs[t + 1] + b[t] (reverse; hs[T] read as h0).
+      hs, shape (T, *batch, H), in the result dtype of A, b and h0.
     """
     kind = transition_kind(A, b)
     expected = shape_of(b)[1:]
     if shape_of(h0) != expected:
         raise ValueError(f"h0: expected shape (*batch, H) = {expected}, got {shape_of(h0)}")
     for value, name in ((A, "A"), (b, "b"), (h0, "h0")):
-        _check_floating(value, name)
+        _check_inexact(value, name)
     if not isinstance(reverse, bool):
         raise ValueError(f"reverse: expected a bool, got {reverse!r}")
+    _check_segments(lengths, resets, b)
+    if mesh is not None:
+        check_time_mesh(mesh)
     dtype = jnp.result_type(A, b, h0)
-    return _solve(*(jnp.asarray(v, dtype) for v in (A, b, h0)), kind=kind, reverse=reverse)
+    return _solve(
+        *(jnp.asarray(v, dtype) for v in (A, b, h0)),
+        lengths,
+        resets,
+        kind=kind,
+        reverse=reverse,
+        mesh=mesh,
+    )
 
 
-@functools.partial(jax.jit, static_argnames=("kind", "reverse"))
-def _solve(A, b, h0, *, kind: str, reverse: bool):
+def final_state(hs, h0, *, lengths=None, reverse: bool = False):
+    """The state at each sequence's length: ``jaxrnn.scan``'s final carry for these states.
+
+    Forward it is hs[L - 1], in reverse hs[0] (the last step run), and h0 for L = 0::
+
+        final = h0 if L == 0 else (hs[0] if reverse else hs[L - 1])
+
+    Args:
+      hs: (T, *batch, H), as :func:`linear_recurrence` returns them.
+      h0: (*batch, H), the initial state.
+      lengths: as for :func:`linear_recurrence` (None: every sequence has length T).
+      reverse: as for :func:`linear_recurrence`.
+
+    Returns:
+      the final states, shape (*batch, H).
+    """
+    hs_shape = shape_of(hs)
+    if len(hs_shape) < 2 or shape_of(h0) != hs_shape[1:]:
+        raise ValueError(
+            f"hs, h0: expected hs of shape (T, *batch, H) and h0 of shape (*batch, H), got "
+            f"{hs_shape} and {shape_of(h0)}"
+        )
+    if lengths is None:
+        return hs[0] if reverse else hs[-1]
+    _check_segments(lengths, None, hs)
+    n_steps = hs_shape[0]
+    lengths = _clamped_lengths(lengths, n_steps, hs_shape[1:-1])
+    index = jnp.zeros_like(lengths) if reverse else jnp.maximum(lengths - 1, 0)
+    last = jnp.take_along_axis(hs, index[None, ..., None], axis=0)[0]
+    return jnp.where((lengths > 0)[..., None], last, h0)
+
+
+@functools.partial(jax.jit, static_argnames=("kind", "reverse", "mesh"))
+def _solve(A, b, h0, lengths, resets, *, kind: str, reverse: bool, mesh):
     """The associative scan behind :func:`linear_recurrence` (inputs already checked)."""
-    first = -1 if reverse else 0
-    if kind == "full":
-        combine, apply = _combine_full, _matvec
+    combine = _combine_full if kind == "full" else _combine_diagonal
+    if lengths is None and resets is None:
+        apply = _matvec if kind == "full" else jnp.multiply
+        # b_first += A_first h0, by concatenation: an indexed update (scatter) here met a
+        # wrong partitioning when vmapped under jit into the time-split scan (JAX 0.10.2)
+        if reverse:
+            b = jnp.concatenate([b[:-1], b[-1:] + apply(A[-1:], h0)])
+        else:
+            b = jnp.concatenate([b[:1] + apply(A[:1], h0), b[1:]])
     else:
-        combine, apply = _combine_diagonal, jnp.multiply
-    b = b.at[first].add(apply(A[first], h0))
-    _, hs = jax.lax.associative_scan(combine, (A, b), reverse=reverse)
+        active, fresh = step_masks(b.shape[0], b.shape[1:-1], lengths, resets, reverse)
+        A, b = segment_elements(A, b, h0, active, fresh, kind=kind)
+    if mesh is None:
+        _, hs = jax.lax.associative_scan(combine, (A, b), reverse=reverse)
+    else:
+        _, hs = split_associative_scan(combine, (A, b), mesh, reverse=reverse)
     return hs
