@@ -1,6 +1,10 @@
 """Recurrent cells. Each module has ``init``, ``init_carry`` and ``apply``; ``apply`` has the
-``lax.scan`` signature ``apply(params, carry, x) -> (carry, y)``."""
+``lax.scan`` signature ``apply(params, carry, x) -> (carry, y)``.
 
-from jaxrnn.cells import elman, gru, lstm, lstm_scalar, threshold
+The linear cells (``mingru``, ``minlstm``, ``lru``) also have ``coefficients(params, xs) ->
+(a, b)`` and ``readout(params, hs, xs)``: their carry follows h_t = a_t * h_{t-1} + b_t, which
+``jaxrnn.parallel.scan_associative`` evaluates in O(log T) depth."""
 
-__all__ = ["elman", "gru", "lstm", "lstm_scalar", "threshold"]
+from jaxrnn.cells import elman, gru, lru, lstm, lstm_scalar, mingru, minlstm, threshold
+
+__all__ = ["elman", "gru", "lru", "lstm", "lstm_scalar", "mingru", "minlstm", "threshold"]

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrnn._checks import check_lengths, dtype_of, shape_of
+from jaxrnn.parallel.segments import check_resets
 from jaxrnn.parallel.timesplit import check_time_mesh, split_associative_scan
 
 
@@ -86,24 +87,24 @@ def transition_kind(A, b) -> str:
     return kind
 
 
-def _check_segments(lengths, resets, b):
-    """Validate ``lengths`` ((*batch,) or a prefix of it) and ``resets`` ((T, *batch) bool)."""
-    b_shape = shape_of(b)
-    n_steps, batch = b_shape[0], b_shape[1:-1]
+def check_segments(lengths, resets, sequence, *, name: str):
+    """Validate ``lengths`` ((*batch,) or its leading axes) and ``resets`` ((T, *batch) bool)
+    for a ``sequence`` (T, *batch, H) passed as argument ``name``."""
+    shape = shape_of(sequence)
+    n_steps, batch = shape[0], shape[1:-1]
     if lengths is not None:
         if len(shape_of(lengths)) > len(batch):
             raise ValueError(
-                f"lengths: expected the batch shape of b, {batch} (or its leading axes), got "
-                f"{shape_of(lengths)}"
+                f"lengths: expected the batch shape of {name}, {batch} (or its leading axes), "
+                f"got {shape_of(lengths)}"
             )
-        check_lengths(lengths, b, n_steps)
+        check_lengths(lengths, sequence, n_steps)
     if resets is not None:
+        check_resets(resets, sequence)
         if shape_of(resets) != (n_steps, *batch):
             raise ValueError(
                 f"resets: expected shape (T, *batch) = {(n_steps, *batch)}, got {shape_of(resets)}"
             )
-        if dtype_of(resets) != jnp.bool_:
-            raise ValueError(f"resets: expected a boolean mask, got dtype {dtype_of(resets)}")
 
 
 def _per_step(mask, leaf):
@@ -213,7 +214,7 @@ def linear_recurrence(A, b, h0, *, lengths=None, resets=None, reverse: bool = Fa
         _check_inexact(value, name)
     if not isinstance(reverse, bool):
         raise ValueError(f"reverse: expected a bool, got {reverse!r}")
-    _check_segments(lengths, resets, b)
+    check_segments(lengths, resets, b, name="b")
     if mesh is not None:
         check_time_mesh(mesh)
     dtype = jnp.result_type(A, b, h0)
@@ -251,7 +252,7 @@ def final_state(hs, h0, *, lengths=None, reverse: bool = False):
         )
     if lengths is None:
         return hs[0] if reverse else hs[-1]
-    _check_segments(lengths, None, hs)
+    check_segments(lengths, None, hs, name="hs")
     n_steps = hs_shape[0]
     lengths = _clamped_lengths(lengths, n_steps, hs_shape[1:-1])
     index = jnp.zeros_like(lengths) if reverse else jnp.maximum(lengths - 1, 0)
