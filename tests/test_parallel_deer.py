@@ -440,3 +440,96 @@ def test_threshold_cell_with_integer_inputs():
     want = jax.grad(lambda p: jnp.sum(jaxrnn.scan(smooth, p, carry, bits)[1] ** 2))(params)
     for key in params:
         np.testing.assert_allclose(got[key], want[key], rtol=1e-9, atol=1e-12)
+
+
+# --- damped Newton (ELK): stable where Newton overflows ------------------------------------
+
+
+def elman_float32(radius, n_steps):
+    """The tour's Elman RNN (H = 4, one input) in float32, W scaled to spectral radius."""
+    params = elman.init(jax.random.PRNGKey(3), 1, 4, dtype=jnp.float32)
+    W = np.asarray(params["W"], np.float64)
+    params["W"] = jnp.asarray(W * radius / np.max(np.abs(np.linalg.eigvals(W))), jnp.float32)
+    key = jax.random.split(jax.random.PRNGKey(0), 4)[2]
+    return params, jnp.zeros(4, jnp.float32), jax.random.normal(key, (n_steps, 1), jnp.float32)
+
+
+@pytest.mark.parametrize(("radius", "n_steps"), [(3.0, 128), (1.5, 256)])
+def test_damping_converges_where_plain_deer_does_not(radius, n_steps):
+    """float32: the first Newton solve multiplies T Jacobians J = W of spectral radius > 1
+    and overflows; the damped (Kalman-filtered) steps stay finite and converge."""
+    params, carry, xs = elman_float32(radius, n_steps)
+    # the float64 trajectory, and how far float32 rounding takes the sequential scan from it
+    to64 = functools.partial(jax.tree_util.tree_map, lambda leaf: leaf.astype(jnp.float64))
+    _, want = jaxrnn.scan(elman.apply, *to64((params, carry, xs)))
+    scan_error = float(jnp.max(jnp.abs(jaxrnn.scan(elman.apply, params, carry, xs)[1] - want)))
+    run = functools.partial(deer, elman.apply, max_iters=2 * n_steps, on_failure="ignore")
+    for jacobian in ("full", "diagonal") if radius == 3.0 else ("diagonal",):
+        plain = run(params, carry, xs, jacobian=jacobian)
+        assert not bool(plain[2].converged) and bool(jnp.any(jnp.isnan(plain[1])))
+        _, ys, info = run(params, carry, xs, jacobian=jacobian, damping=1e-4)
+        assert bool(info.converged) and float(info.residual) <= 1e-5
+        # near-neutral chains amplify float32 rounding: the scan itself is 1e-5 (rho 1.5) to
+        # 3e-3 (rho 3) from float64; DEER's different order of operations lands as close
+        assert float(jnp.max(jnp.abs(ys - want))) <= 10 * scan_error + 1e-5
+
+
+def test_damped_step_solves_each_prefix_least_squares():
+    """Filtered mean at t = argmin over s_1..s_t of sum |s - F s_prev - u|^2 + lam |s - y|^2,
+    its last state: checked against dense normal equations, full and diagonal."""
+    from jaxrnn.parallel.kalman import damped_newton_step
+
+    rng = np.random.default_rng(0)
+    n_steps, hidden, lam = 6, 2, 0.3
+    for full in (True, False):
+        F = 1.5 * rng.normal(size=(n_steps, hidden, hidden) if full else (n_steps, hidden))
+        u, y, s0 = (
+            rng.normal(size=(n_steps, hidden)),
+            rng.normal(size=(n_steps, hidden)),
+            rng.normal(size=hidden),
+        )
+        got = damped_newton_step(F, u, s0, y, lam, kind="full" if full else "diagonal")
+        dense = [F[t] if full else np.diag(F[t]) for t in range(n_steps)]
+        for t in range(1, n_steps + 1):
+            size = t * hidden
+            D = np.eye(size)  # residual r = D S - c, S = (s_1..s_t)
+            c = u[:t].ravel().copy()
+            c[:hidden] += dense[0] @ s0
+            for k in range(1, t):
+                D[k * hidden : (k + 1) * hidden, (k - 1) * hidden : k * hidden] = -dense[k]
+            S = np.linalg.solve(D.T @ D + lam * np.eye(size), D.T @ c + lam * y[:t].ravel())
+            np.testing.assert_allclose(got[t - 1], S[-hidden:], rtol=1e-10, atol=1e-12)
+
+
+def test_damped_small_steps_are_not_convergence():
+    """With a huge damping every step is tiny: the residual criterion refuses to stop."""
+    cell, params, carry, xs = problem("elman")
+    with pytest.warns(DeerNotConvergedWarning, match="iterations run: 3"):
+        _, _, info = deer(cell, params, carry, xs, batch_ndim=1, damping=1e12, max_iters=3)
+    assert not bool(jnp.any(info.converged))
+    assert float(jnp.max(info.update_norms)) < 1e-9  # smaller than tol, yet not converged
+
+
+def test_damped_with_lengths_and_reverse_equals_scan():
+    """Padding first (reverse): identity steps in the filter too; the same fixed point."""
+    cell, params, carry, xs, lengths = padded_problem("gru")
+    final, ys, info = deer(
+        cell, params, carry, xs, lengths=lengths, reverse=True, batch_ndim=1, damping=1e-3
+    )
+    assert bool(jnp.all(info.converged))
+    want = jaxrnn.scan(cell, params, carry, xs, lengths=lengths, reverse=True)
+    assert max_diff((final, ys), want) <= 1e-10
+
+
+@pytest.mark.parametrize(
+    ("options", "pattern"),
+    [
+        (dict(damping=0.0), "^damping: expected a positive finite float, got 0.0"),
+        (dict(damping="lm"), "^damping: expected a positive float or None, got 'lm'"),
+        (dict(mesh=4), "^mesh: expected None or a 1-D jax.sharding.Mesh"),
+    ],
+)
+def test_bad_damping_and_mesh_raise(options, pattern):
+    cell, params, carry, xs = problem("elman")
+    with pytest.raises(ValueError, match=pattern):
+        deer(cell, params, carry, xs, **options)

@@ -48,7 +48,9 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from jaxrnn._checks import check_lengths, check_positive_int, dtype_of, is_concrete, shape_of
+from jaxrnn.parallel.kalman import damped_newton_step
 from jaxrnn.parallel.linear import linear_recurrence
+from jaxrnn.parallel.timesplit import check_time_mesh
 from jaxrnn.scan import scan
 
 JACOBIANS = ("full", "diagonal")
@@ -104,45 +106,70 @@ def _linearisation(step, params, s0, states, xs, jacobian: str):
     return jac, values - jnp.einsum("tij,tj->ti", jac, prev)
 
 
-def _newton(step, params, s0, xs, *, max_iters: int, tol: float, jacobian: str):
-    """Newton (or quasi-Newton) iterations on the whole trajectory of one sequence."""
+def _residual(step, params, s0, states, xs):
+    """max_t |s_t - f(s_{t-1}, x_t)|: how far ``states`` are from solving the recurrence."""
+    values = jax.vmap(step, (None, 0, 0))(params, _shifted(s0, states), xs)
+    return jnp.max(jnp.abs(states - values))
+
+
+def _newton(step, params, s0, xs, *, max_iters: int, tol: float, jacobian: str, damping, mesh):
+    """Newton (or quasi-Newton) iterations on the whole trajectory of one sequence.
+
+    Undamped, each iteration solves the Newton recurrence exactly and stops once the update
+    is at most ``tol``. Damped (ELK), each takes the Kalman-filtered step of
+    :func:`jaxrnn.parallel.kalman.damped_newton_step` and stops once both the update and
+    the residual max_t |s_t - f(s_{t-1}, x_t)| are at most ``tol`` (a damped step can be
+    small far from the solution, so the update alone would not do).
+    """
     n_steps = jax.tree_util.tree_leaves(xs)[0].shape[0]
     guess = jnp.broadcast_to(s0, (n_steps,) + s0.shape)
     history = jnp.full((max_iters,), jnp.nan, s0.dtype)
+    inf = jnp.asarray(jnp.inf, s0.dtype)
+
+    def converged(update, residual):
+        return (update <= tol) & (residual <= tol)
 
     def keep_going(state):
-        k, _, _, update = state
-        return (k < max_iters) & (update > tol)  # False once the update is NaN
+        k, _, _, update, residual = state
+        # False once the update is NaN: NaN compares False
+        return (k < max_iters) & (update == update) & ~converged(update, residual)
 
     def iterate(state):
-        k, states, history, _ = state
+        k, states, history, _, _ = state
         transitions, offsets = _linearisation(step, params, s0, states, xs, jacobian)
-        new = linear_recurrence(transitions, offsets, s0)
+        if damping is None:
+            new = linear_recurrence(transitions, offsets, s0, mesh=mesh)
+            residual = jnp.asarray(0, s0.dtype)  # plain Newton stops on the update alone
+        else:
+            new = damped_newton_step(
+                transitions, offsets, s0, states, damping, kind=jacobian, mesh=mesh
+            )
+            residual = _residual(step, params, s0, new, xs)
         update = jnp.max(jnp.abs(new - states))
-        return k + 1, new, history.at[k].set(update), update
+        return k + 1, new, history.at[k].set(update), update, residual
 
-    start = (jnp.asarray(0, jnp.int32), guess, history, jnp.asarray(jnp.inf, s0.dtype))
-    k, states, history, update = jax.lax.while_loop(keep_going, iterate, start)
-    return states, k, update <= tol, history
+    start = (jnp.asarray(0, jnp.int32), guess, history, inf, inf)
+    k, states, history, update, residual = jax.lax.while_loop(keep_going, iterate, start)
+    return states, k, converged(update, residual), history
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _fixed_point(step, params, s0, xs, states):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _fixed_point(step, mesh, params, s0, xs, states):
     """Identity on the solved ``states``; its VJP is the implicit adjoint recurrence."""
     return states
 
 
-def _fixed_point_fwd(step, params, s0, xs, states):
+def _fixed_point_fwd(step, mesh, params, s0, xs, states):
     return states, (params, s0, xs, states)
 
 
-def _fixed_point_bwd(step, residuals, cotangent):
+def _fixed_point_bwd(step, mesh, residuals, cotangent):
     params, s0, xs, states = residuals
     prev = _shifted(s0, states)
     jac = jax.vmap(jax.jacfwd(step, argnums=1), (None, 0, 0))(params, prev, xs)
     # lambda_t = g_t + J_{t+1}^T lambda_{t+1}: row t holds J_{t+1}^T (the last row meets 0).
     transitions = jnp.swapaxes(jnp.roll(jac, -1, axis=0), -1, -2)
-    adjoint = linear_recurrence(transitions, cotangent, jnp.zeros_like(s0), reverse=True)
+    adjoint = linear_recurrence(transitions, cotangent, jnp.zeros_like(s0), reverse=True, mesh=mesh)
     _, pullback = jax.vjp(jax.vmap(step, (None, 0, 0)), params, prev, xs)
     params_bar, prev_bar, xs_bar = pullback(adjoint)
     return params_bar, prev_bar[0], xs_bar, jnp.zeros_like(states)
@@ -163,7 +190,7 @@ def _padded_step(cell, params, carry, active_and_x):
     return carry, jax.tree_util.tree_map(lambda leaf: leaf[0], ys)
 
 
-def _solve_one(cell, params, carry, xs, *, max_iters, tol, jacobian, padded):
+def _solve_one(cell, params, carry, xs, *, max_iters, tol, jacobian, padded, damping, mesh):
     """DEER for one sequence: carry leaves without batch axes, xs leaves (T, ...).
 
     With ``padded``, xs is ``(active, xs)`` and step t runs :func:`_padded_step`.
@@ -177,9 +204,9 @@ def _solve_one(cell, params, carry, xs, *, max_iters, tol, jacobian, padded):
 
     frozen = jax.lax.stop_gradient((params, s0, xs))
     solved, iterations, converged, history = _newton(
-        step, *frozen, max_iters=max_iters, tol=tol, jacobian=jacobian
+        step, *frozen, max_iters=max_iters, tol=tol, jacobian=jacobian, damping=damping, mesh=mesh
     )
-    states = _fixed_point(step, params, s0, xs, solved)
+    states = _fixed_point(step, mesh, params, s0, xs, solved)
     carries, ys = jax.vmap(lambda s, x: cell(params, unravel(s), x))(_shifted(s0, states), xs)
     flat = jax.vmap(lambda c: ravel_pytree(c)[0])(carries)
     residual = jnp.max(jnp.abs(jax.lax.stop_gradient(flat - states)))
@@ -207,10 +234,22 @@ def _flip_time(tree):
 @functools.partial(
     jax.jit,
     static_argnums=(0,),
-    static_argnames=("max_iters", "tol", "jacobian", "batch_ndim", "reverse"),
+    static_argnames=("max_iters", "tol", "jacobian", "batch_ndim", "reverse", "damping", "mesh"),
 )
 def _solve_batch(
-    cell, params, carry, xs, lengths, *, max_iters, tol, jacobian, batch_ndim, reverse
+    cell,
+    params,
+    carry,
+    xs,
+    lengths,
+    *,
+    max_iters,
+    tol,
+    jacobian,
+    batch_ndim,
+    reverse,
+    damping,
+    mesh,
 ):
     """:func:`_solve_one` vmapped over ``batch_ndim`` leading batch axes, compiled once."""
     padded = lengths is not None
@@ -219,7 +258,14 @@ def _solve_batch(
     if reverse:
         xs = _flip_time(xs)  # padding first: identity steps that keep the initial carry
     solve = functools.partial(
-        _solve_one, cell, max_iters=max_iters, tol=tol, jacobian=jacobian, padded=padded
+        _solve_one,
+        cell,
+        max_iters=max_iters,
+        tol=tol,
+        jacobian=jacobian,
+        padded=padded,
+        damping=damping,
+        mesh=mesh,
     )
     for _ in range(batch_ndim):
         solve = jax.vmap(solve, in_axes=(None, 0, 1), out_axes=(0, 1, 0))
@@ -227,17 +273,39 @@ def _solve_batch(
     return final, _flip_time(ys) if reverse else ys, info
 
 
+def _check_positive_float(value, *, name: str):
+    """None, or a positive finite number."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)):
+        raise ValueError(f"{name}: expected a positive float or None, got {value!r}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name}: expected a positive finite float, got {value!r}")
+
+
 def _check_arguments(
-    cell, params, carry, xs, *, lengths, reverse, max_iters, tol, jacobian, batch_ndim, on_failure
+    cell,
+    params,
+    carry,
+    xs,
+    *,
+    lengths,
+    reverse,
+    max_iters,
+    tol,
+    jacobian,
+    batch_ndim,
+    on_failure,
+    damping,
+    mesh,
 ):
     if not callable(cell):
         raise ValueError(f"cell: expected a callable cell(params, carry, x), got {cell!r}")
     check_positive_int(max_iters, name="max_iters")
-    if tol is not None:
-        if isinstance(tol, bool) or not isinstance(tol, (int, float, np.floating)):
-            raise ValueError(f"tol: expected a positive float or None, got {tol!r}")
-        if not (math.isfinite(tol) and tol > 0):
-            raise ValueError(f"tol: expected a positive finite float, got {tol!r}")
+    _check_positive_float(tol, name="tol")
+    _check_positive_float(damping, name="damping")
+    if mesh is not None:
+        check_time_mesh(mesh)
     if jacobian not in JACOBIANS:
         raise ValueError(f"jacobian: expected one of {JACOBIANS}, got {jacobian!r}")
     if on_failure not in ON_FAILURE:
@@ -275,7 +343,8 @@ def _not_converged_message(iterations, update) -> str:
         f"deer: Newton did not converge (iterations run: {iterations}, last update "
         f"max |dS| = {update:.3g}); the trajectory is not the cell's. Raise max_iters, "
         f"use jaxrnn.scan, or check the dynamics: an expanding Jacobian chain (spectral "
-        f"radius > 1, SPEC §5) makes Newton on the whole trajectory slow or divergent"
+        f"radius > 1, SPEC §5) makes Newton on the whole trajectory slow or divergent; "
+        f"damping=... (ELK, SPEC §10) keeps its steps bounded"
     )
 
 
@@ -321,6 +390,8 @@ def deer(
     jacobian: str = "full",
     batch_ndim: int = 0,
     on_failure: str = "warn",
+    damping: float | None = None,
+    mesh=None,
 ):
     """Run ``cell`` over ``xs`` by Newton iterations on the whole trajectory (DEER).
 
@@ -357,7 +428,10 @@ def deer(
     (T, H_c, H_c) matrices (``"full"``) or (T, H_c) diagonals (``"diagonal"``, which still
     forms each Jacobian by forward mode and keeps its diagonal: the saving is in the solve).
 
-    Non-convergence (too few iterations; NaN/inf from an expanding Jacobian chain) is never
+    An expanding Jacobian chain (SPEC §5) can overflow Newton's linear solve, most of all in
+    float32: ``damping`` takes damped Newton steps instead (ELK, SPEC §10), which stay
+    finite and converge where plain DEER fails. Non-convergence (too few iterations;
+    NaN/inf from an expanding Jacobian chain) is never
     returned silently: ``info.converged`` is False and ``on_failure`` says what else happens:
     ``"warn"`` issues a :class:`DeerNotConvergedWarning` (works under ``jit``, through
     ``jax.debug.callback``); ``"raise"`` raises :class:`DeerNotConverged` (only outside
@@ -388,6 +462,15 @@ def deer(
         sequences, each solved as its own Newton system (vmapped). With 0 the whole carry
         is one state: right, but its full Jacobian couples all batch elements.
       on_failure: ``"warn"`` (default), ``"raise"``, ``"nan"`` or ``"ignore"``.
+      damping: None (Newton, DEER) or λ > 0: damped Newton (ELK; quasi-ELK with
+        ``jacobian="diagonal"``). Each iteration then takes the Kalman-filtered step of
+        :mod:`jaxrnn.parallel.kalman`, which stays near the current guess with weight λ,
+        and so never overflows through an expanding Jacobian chain; it stops once both the
+        update and the residual max_t |s_t - f(s_{t-1}, x_t)| are at most ``tol``. Small λ
+        (1e-4 .. 1e-6) damps only where the chain expands and keeps Newton's pace where it
+        contracts.
+      mesh: optional 1-D ``jax.sharding.Mesh``: every linear solve (and the adjoint) splits
+        T over its devices (SPEC §9); the elementwise work over T follows the sharding.
 
     Returns:
       ``(final_carry, ys, info)``: as ``jaxrnn.scan`` returns ``(final_carry, ys)``, and a
@@ -406,6 +489,8 @@ def deer(
         jacobian=jacobian,
         batch_ndim=batch_ndim,
         on_failure=on_failure,
+        damping=damping,
+        mesh=mesh,
     )
     if tol is None:
         tol = _default_tol(jnp.result_type(*jax.tree_util.tree_leaves(carry)))
@@ -420,6 +505,8 @@ def deer(
         jacobian=jacobian,
         batch_ndim=int(batch_ndim),
         reverse=bool(reverse),
+        damping=None if damping is None else float(damping),
+        mesh=mesh,
     )
 
     all_converged = jnp.all(info.converged)

@@ -27,7 +27,7 @@ from jaxrnn.parallel.segments import check_resets
 from jaxrnn.parallel.timesplit import check_time_mesh, split_associative_scan
 
 
-def _matvec(a, v):
+def matvec(a, v):
     """a @ v over leading batch axes: a (..., H, H), v (..., H) -> (..., H)."""
     return jnp.einsum("...ij,...j->...i", a, v)
 
@@ -36,7 +36,7 @@ def _combine_full(earlier, later):
     """(A_2, b_2) o (A_1, b_1) = (A_2 A_1, A_2 b_1 + b_2) with full matrices."""
     a1, b1 = earlier
     a2, b2 = later
-    return a2 @ a1, _matvec(a2, b1) + b2
+    return a2 @ a1, matvec(a2, b1) + b2
 
 
 def _combine_diagonal(earlier, later):
@@ -144,7 +144,7 @@ def step_masks(n_steps: int, batch: tuple[int, ...], lengths, resets, reverse: b
 def segment_elements(A, b, h0, active, fresh, *, kind: str):
     """The scan's elements: (A_t, b_t), or (0, A_t h0 + b_t) where ``fresh``, (0, 0) where
     not ``active``. Padding values are replaced before use, so NaN there reaches nothing."""
-    apply = _matvec if kind == "full" else jnp.multiply
+    apply = matvec if kind == "full" else jnp.multiply
     if active is not None:
         A = jnp.where(_per_step(active, A), A, jnp.zeros_like(A))
         b = jnp.where(_per_step(active, b), b, jnp.zeros_like(b))
@@ -265,7 +265,7 @@ def _solve(A, b, h0, lengths, resets, *, kind: str, reverse: bool, mesh):
     """The associative scan behind :func:`linear_recurrence` (inputs already checked)."""
     combine = _combine_full if kind == "full" else _combine_diagonal
     if lengths is None and resets is None:
-        apply = _matvec if kind == "full" else jnp.multiply
+        apply = matvec if kind == "full" else jnp.multiply
         # b_first += A_first h0, by concatenation: an indexed update (scatter) here met a
         # wrong partitioning when vmapped under jit into the time-split scan (JAX 0.10.2)
         if reverse:
