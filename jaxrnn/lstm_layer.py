@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrnn._checks import check_last_dim, check_lengths, check_matrix, dtype_of, shape_of
+from jaxrnn._varying import vary_like
 from jaxrnn.cells import lstm
 from jaxrnn.lstm_fast.fused import fuse
 from jaxrnn.lstm_fast.kernel import Choices, lstm_scan_split
@@ -113,8 +114,9 @@ def lstm_layer(
     n_steps, batch, in_dim = xs_shape[0], xs_shape[1:-1], xs_shape[-1]
     if lengths is not None:
         check_lengths(lengths, xs, n_steps)
-    c0 = jnp.asarray(carry[0], dtype)
-    h0 = jnp.asarray(carry[1], dtype)
+    c0, h0 = vary_like(
+        (jnp.asarray(carry[0], dtype), jnp.asarray(carry[1], dtype)), params, xs, lengths
+    )  # a carry made inside jax.shard_map varies over the axes of the inputs
     if n_steps == 0:
         hidden = shape_of(c0)[-1]
         return (c0, h0), jnp.zeros((0, *batch, hidden), dtype)

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrnn._checks import check_lengths, dtype_of, shape_of
+from jaxrnn._varying import vary_like
 
 
 def _sequence_length(xs) -> int:
@@ -140,6 +141,7 @@ def scan(cell, params, carry, xs, *, lengths=None, reverse: bool = False, unroll
     if not isinstance(reverse, (bool, np.bool_)):
         raise ValueError(f"reverse: expected True or False, got {reverse!r}")
     _check_carry_type(cell, params, carry, xs)
+    carry = vary_like(carry, params, xs, lengths)  # a carry made inside jax.shard_map
     if lengths is None:
         return jax.lax.scan(
             lambda c, x: cell(params, c, x), carry, xs, reverse=reverse, unroll=unroll

@@ -40,6 +40,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxrnn._varying import sum_like, vary_like
+
 
 class Choices(NamedTuple):
     """How the fused kernel is computed (all results are equal up to rounding).
@@ -147,11 +149,11 @@ def lstm_scan(choices: Choices, W, U, b, c0, h0, xs, mask):
 
 def _lstm_scan_fwd(choices, W, U, b, c0, h0, xs, mask):
     c_last, (hs, Rs, Cs, fs) = _forward(choices, W, U, b, c0, h0, xs, mask, keep=True)
-    return (c_last, hs), (W, U, h0, xs, mask, hs, Rs, Cs, fs)
+    return (c_last, hs), (W, U, b, c0, h0, xs, mask, hs, Rs, Cs, fs)
 
 
 def _lstm_scan_bwd(choices, residuals, cotangents):
-    W, U, h0, xs, mask, hs, Rs, Cs, fs = residuals
+    W, U, b, c0, h0, xs, mask, hs, Rs, Cs, fs = residuals
     dc_last, dhs = cotangents
     hidden = U.shape[0]
     hs_prev = jnp.concatenate([h0[None], hs[:-1]], axis=0)  # h_{t-1} for each t
@@ -177,6 +179,7 @@ def _lstm_scan_bwd(choices, residuals, cotangents):
     init = (dc_last, jnp.zeros_like(dc_last))
     if accumulate:
         init += (jnp.zeros_like(W), jnp.zeros_like(U), jnp.zeros(U.shape[1], U.dtype))
+    init = vary_like(init, dhs, Rs, xs)  # inside jax.shard_map the sums vary as the steps do
     carry, per_step = jax.lax.scan(
         step,
         init,
@@ -196,7 +199,9 @@ def _lstm_scan_bwd(choices, residuals, cotangents):
         dU = hs_prev.reshape(n_steps * batch, hidden).T @ dz_flat
         db = dz_flat.sum(0)
         dxs = dzs @ W.T
-    return dW, dU, db, dc0, dh0, dxs, None
+    # replicated inputs inside jax.shard_map: their gradient sums over the devices
+    grads = sum_like((dW, dU, db, dc0, dh0, dxs), (W, U, b, c0, h0, xs))
+    return (*grads, None)
 
 
 lstm_scan.defvjp(_lstm_scan_fwd, _lstm_scan_bwd)

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrnn._checks import check_positive_int, dtype_of, is_concrete, shape_of
+from jaxrnn._varying import vary_like
 from jaxrnn.cells._common import resolve_activation
 from jaxrnn.mdrnn import cell
 
@@ -137,6 +138,7 @@ def run_diagonals(
         state_sizes,
         is_leaf=is_size,
     )
+    state = vary_like(state, projected, mask)  # inside jax.shard_map: vary as the inputs do
     outputs, where_out = [], np.zeros(height * width, np.int64)
     offset = 0
     for group in groups:
