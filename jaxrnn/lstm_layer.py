@@ -46,7 +46,7 @@ def _check_inputs(params, carry, xs, choices):
             )
     if not isinstance(choices, Choices):
         raise ValueError(f"choices: expected a jaxrnn.lstm_fast.Choices, got {choices!r}")
-    for name in ("unroll", "backward_unroll", "batch_split"):
+    for name in ("unroll", "backward_unroll", "batch_split", "block"):
         value = getattr(choices, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"choices.{name}: expected a positive integer, got {value!r}")
@@ -75,6 +75,7 @@ def lstm_layer(
     lengths=None,
     reverse: bool = False,
     choices: Choices | None = None,
+    checkify_lengths: bool = False,
 ):
     """Run the vector LSTM over ``xs``; the gradient is the hand BPTT, not autodiff.
 
@@ -100,6 +101,8 @@ def lstm_layer(
       xs: (T, *batch, D).
       lengths: optional integer (*batch,) with values in [0, T].
       reverse: run each sequence from its last step (``lengths[n] - 1``, or T - 1) to 0.
+      checkify_lengths: check traced ``lengths`` as a ``checkify.check`` (see
+        :func:`jaxrnn.scan`); without it a traced value outside [0, T] acts as the bound.
       choices: how the kernel is computed (:class:`jaxrnn.lstm_fast.Choices`); the default
         is the fastest measured on CPU. Results do not depend on it beyond rounding.
 
@@ -113,7 +116,7 @@ def lstm_layer(
     xs_shape = shape_of(xs)
     n_steps, batch, in_dim = xs_shape[0], xs_shape[1:-1], xs_shape[-1]
     if lengths is not None:
-        check_lengths(lengths, xs, n_steps)
+        lengths = check_lengths(lengths, xs, n_steps, checkify_values=checkify_lengths)
     c0, h0 = vary_like(
         (jnp.asarray(carry[0], dtype), jnp.asarray(carry[1], dtype)), params, xs, lengths
     )  # a carry made inside jax.shard_map varies over the axes of the inputs

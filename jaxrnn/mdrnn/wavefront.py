@@ -112,6 +112,7 @@ def run_diagonals(
     width: int,
     *,
     mask=None,
+    mix=None,
     min_length: int = 8,
     fill: float = 0.75,
 ):
@@ -120,11 +121,15 @@ def run_diagonals(
     Args:
       step: ``step(west, north, projected_cells) -> (state, y)``: the cell on a whole
         diagonal. ``west``/``north`` are the neighbour states (pytrees of (L, *lead, k)
-        arrays, zeros outside the grid), ``projected_cells`` (L, *lead, P).
+        arrays, zeros outside the grid), ``projected_cells`` (L, *lead, P); with ``mix``
+        they are the neighbours' entries of ``mix(previous diagonal)`` instead.
       projected: the hoisted per-cell inputs, shape (H*W, *lead, P), row-major cells.
       state_sizes: pytree of (k, dtype) pairs, one per state array (e.g. h, or (c, h)).
       height, width: the grid.
       mask: optional boolean (H*W, *lead): cells where it is False get state 0 and y 0.
+      mix: optional ``mix(state) -> pytree`` applied to the whole previous diagonal (its
+        zero padding included) once per step, row by row, e.g. ``h @ [W_W, W_N]``: one
+        matmul serves both neighbours, which are then two shifted slices of its result.
       min_length, fill: the grouping of diagonals (:func:`plan`).
 
     Returns:
@@ -155,8 +160,9 @@ def run_diagonals(
         def diagonal(prev, inputs, size=size, shifted=group.shifted):
             cells_d, keep_d = inputs
             first = 1 if shifted else 0
-            west = jax.tree_util.tree_map(lambda q: q[first : first + size], prev)
-            north = jax.tree_util.tree_map(lambda q: q[first + 1 : first + 1 + size], prev)
+            mixed = prev if mix is None else mix(prev)
+            west = jax.tree_util.tree_map(lambda q: q[first : first + size], mixed)
+            north = jax.tree_util.tree_map(lambda q: q[first + 1 : first + 1 + size], mixed)
             new, y = step(west, north, cells_d)
             new = jax.tree_util.tree_map(lambda a: jnp.where(keep_d, a, 0), new)
             padded = jax.tree_util.tree_map(
@@ -254,15 +260,25 @@ def masked_wavefront(params: dict, x, mask, phi, *, min_length: int = 8, fill: f
     batch, (height, width) = x.shape[:-3], x.shape[-3:-1]
     dtype = cell.result_dtype(params, x)
     projected = flatten_grid(cell.project_input(params, jnp.asarray(x, dtype)), len(batch))
-    recurrent = cell.stacked_recurrent(params).astype(dtype)
+    # [W_W, W_N] (hidden, 2 hidden): h @ it gives a cell's terms for both of its neighbours
+    side_by_side = jnp.concatenate([params["W_W"], params["W_N"]], axis=1).astype(dtype)
     if mask is not None:
         mask = flatten_grid(mask[..., None], len(batch))[..., 0]
 
     def step(west, north, projected_cells):
-        h = phi(projected_cells + jnp.concatenate([west, north], -1) @ recurrent)
+        # west = h(i-1, j) @ [W_W, W_N], north = h(i, j-1) @ [W_W, W_N]
+        h = phi(projected_cells + west[..., :hidden] + north[..., hidden:])
         return h, h
 
     hs = run_diagonals(
-        step, projected, (hidden, dtype), height, width, mask=mask, min_length=min_length, fill=fill
+        step,
+        projected,
+        (hidden, dtype),
+        height,
+        width,
+        mask=mask,
+        mix=lambda h: h @ side_by_side,
+        min_length=min_length,
+        fill=fill,
     )
     return unflatten_grid(hs, batch, height, width)
