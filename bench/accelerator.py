@@ -3,32 +3,35 @@
     PYTHONPATH=. python bench/accelerator.py [--smoke] [--results PATH] [--budget SECONDS]
                                              [--only TABLE,...]
 
-Tables, each printed row by row as it is measured (medians of interleaved rounds after a
-compiling call; every contender of a row runs once per round):
+Tables, in the order they run, each printed row by row as it is measured (medians of
+interleaved rounds after a compiling call; every contender of a row runs once per round):
 
-- ``mdrnn``: the wavefront (2G-1 steps) and the MD-LSTM wavefront against the *fastest* of
-  the rasters of ``bench/_rasters.py`` (G² steps), forward and forward+backward, with the
-  sequential steps measured from the traced programs (``mdrnn.sequential_steps``).
-- ``deer``: DEER and quasi-DEER against ``jaxrnn.scan`` on a GRU, forward and gradient,
-  with the Newton iterations and the error against the scan.
-- ``linear``: ``linear_recurrence`` (associative scan) against a ``lax.scan`` loop,
-  diagonal and full transitions.
-- ``lstm``: ``lstm_layer`` (hand BPTT) and ``jaxrnn.scan`` + autodiff against
-  ``jax.experimental.rnn`` (cuDNN, GPU and float32 only), PyTorch ``nn.LSTM`` (cuDNN on a
-  GPU) and flax, float32 and bfloat16.
-- ``reversible``: a ``jaxrnn.reversible.forward`` step against an ``optax.sgd(momentum)``
-  step with the same gradient.
 - ``scan``: ``jaxrnn.scan`` with H = 1 at two lengths, per step, on the CPU and on the
   accelerator: a per-step time that grows with the length is the quadratic scan of
   jax-ml/jax#40101 (XLA:CPU, from jax 0.11.1).
+- ``reversible``: a ``jaxrnn.reversible.forward`` step against an ``optax.sgd(momentum)``
+  step with the same gradient.
+- ``linear``: ``linear_recurrence`` (associative scan) against a ``lax.scan`` loop,
+  diagonal and full transitions.
+- ``deer``: DEER and quasi-DEER against ``jaxrnn.scan`` on a GRU, forward and gradient,
+  with the Newton iterations and the error against the scan.
+- ``mdrnn``: the wavefront (2G-1 steps) and the MD-LSTM wavefront against the *fastest* of
+  the rasters of ``bench/_rasters.py`` (G² steps), forward and forward+backward, with the
+  sequential steps measured from the traced programs (``mdrnn.sequential_steps``).
+- ``lstm``: ``lstm_layer`` (hand BPTT) and ``jaxrnn.scan`` + autodiff against
+  ``jax.experimental.rnn`` (cuDNN, GPU and float32 only), PyTorch ``nn.LSTM`` (cuDNN on a
+  GPU) and flax, float32 and bfloat16.
 
-The whole run keeps to ``--budget`` seconds (default 400, within 8 minutes with start-up):
-the tables share it by weight, a table's unused time passes to the next, a row or a
-contender that would not fit is printed as skipped with the reason, and a size that fails
-(out of memory included) is printed as failed without stopping the run. Writes the section
-"accelerator" of bench/RESULTS.md when run on an accelerator, or of ``--results PATH``.
-``--smoke`` runs every table at tiny sizes on the CPU in seconds and writes nothing unless
-``--results`` is given.
+The whole run keeps to ``--budget`` seconds (default 400: within 8 minutes with the
+start-up). The tables share it by weight and pass on the time they do not use; a row or a
+contender whose estimated cost (its compilation and three calls, scaled from the last
+size) does not fit in what is left is printed as skipped with the reason, and so is a
+raster much slower than the fastest at the last size; a size that fails (out of memory
+included) is printed as failed and the run goes on. Writes the section "accelerator" of
+bench/RESULTS.md when run on an accelerator, or of ``--results PATH``. ``--smoke`` runs
+every table at tiny sizes on the CPU, without a time limit, and writes nothing unless
+``--results`` is given. A rerun on the same machine can reuse the compilations:
+``JAX_COMPILATION_CACHE_DIR=/tmp/jax-cache``.
 """
 
 from __future__ import annotations
@@ -93,7 +96,7 @@ FULL = Sizes(
     mlp_batches=(128, 1024),
     scan_lengths=(10**4, 10**5),
     row_seconds=2.0,
-    max_rounds=9,
+    max_rounds=15,
 )  # fmt: skip
 SMOKE = Sizes(
     grids=(8,),
@@ -111,9 +114,12 @@ SMOKE = Sizes(
     row_seconds=0.0,
     max_rounds=2,
 )
-WEIGHTS = {"mdrnn": 30, "deer": 22, "linear": 10, "lstm": 26, "reversible": 5, "scan": 7}
+# Shares of the time budget; the tables run in this order, the cheap ones first, and pass
+# the time they do not use on to the later ones.
+WEIGHTS = {"scan": 4, "reversible": 5, "linear": 10, "deer": 24, "mdrnn": 32, "lstm": 25}
 GRU_IN_DIM = 16
 REVERSIBLE_STEPS, LEARNING_RATE, MOMENTUM = 20, 0.01, 0.9
+SLOW_RASTER = 1.5  # a raster this many times slower than the fastest is not timed again
 MEMORY_SHARE = 0.9  # skip a size whose estimated bytes exceed this share of JAX's limit
 
 
@@ -154,11 +160,24 @@ class Budget:
 
 
 class Outcome(NamedTuple):
-    """Median seconds per call, or why there is none; ``value``: what the first call gave."""
+    """Median seconds per call, or why there is none; ``value``: what the first call gave;
+    ``compile_seconds``: the first call's time beyond a timed call's (compilation)."""
 
     seconds: float | None
     note: str = ""
     value: Any = None
+    compile_seconds: float = 0.0
+
+
+class Estimate(NamedTuple):
+    """What one contender of a row is expected to cost: seconds per call and to compile."""
+
+    call: float
+    compile: float
+
+    def cost(self) -> float:
+        """Compiling call, sizing call and one round at least."""
+        return self.compile + 3 * self.call
 
 
 def failure_note(error: Exception) -> str:
@@ -169,29 +188,39 @@ def failure_note(error: Exception) -> str:
     return f"failed: {type(error).__name__}: {first[:80]}"
 
 
-def measure(calls: dict, clock: Clock, guesses: dict | None = None) -> dict[str, Outcome]:
+def measure(calls: dict, clock: Clock, estimates: dict | None = None) -> dict[str, Outcome]:
     """Time blocking zero-argument ``calls`` in interleaved rounds, within ``clock``.
 
     Each call runs once to compile (its result is kept in the outcome) and once more to
-    size the rounds; a call whose guessed seconds (``guesses[name]``) would not fit three
-    times in the time left is skipped, and one that raises is recorded as failed.
+    size the rounds. Skipped: every call, when the estimated costs of the row
+    (``estimates[name]``, an :class:`Estimate`) exceed the time left; a call whose own cost
+    does; every call once the time is spent. A call that raises is recorded as failed.
     """
+    estimates = estimates or {}
+    needed = sum(estimates[name].cost() for name in calls if name in estimates)
+    if clock.left() <= 0:
+        return {name: Outcome(None, "skipped: table's time spent") for name in calls}
+    if needed > clock.left():
+        note = f"skipped: ~{needed:.0f} s needed, {clock.left():.0f} s left"
+        return {name: Outcome(None, note) for name in calls}
     outcomes, ready, first_times = {}, {}, {}
     for name, call in calls.items():
-        guess = (guesses or {}).get(name)
+        estimate = estimates.get(name)
         if clock.left() <= 0:
             outcomes[name] = Outcome(None, "skipped: table's time spent")
             continue
-        if guess is not None and 3 * guess > clock.left():
-            outcomes[name] = Outcome(None, f"skipped: ~{guess:.2g} s a call")
+        if estimate is not None and estimate.cost() > clock.left():
+            outcomes[name] = Outcome(None, f"skipped: ~{estimate.cost():.0f} s needed")
             continue
         try:
+            start = time.perf_counter()
             value = call()
+            compiling = time.perf_counter() - start
             start = time.perf_counter()
             call()
             first_times[name] = time.perf_counter() - start
             ready[name] = call
-            outcomes[name] = Outcome(None, "", value)
+            outcomes[name] = Outcome(None, "", value, max(compiling - first_times[name], 0.0))
         except Exception as error:  # one size failing must not end the run
             outcomes[name] = Outcome(None, failure_note(error))
             print(f"  {name}: {outcomes[name].note}", file=sys.stderr, flush=True)
@@ -210,7 +239,8 @@ def measure(calls: dict, clock: Clock, guesses: dict | None = None) -> dict[str,
 
 
 class Guesses:
-    """Seconds per call guessed from the last measured size, scaled linearly in size."""
+    """Estimates from the last measured size: time per call scaled linearly in size, the
+    compilation time as it was."""
 
     def __init__(self):
         self.last = {}
@@ -218,14 +248,20 @@ class Guesses:
     def record(self, key, size: float, outcomes: dict[str, Outcome]):
         for name, outcome in outcomes.items():
             if outcome.seconds is not None:
-                self.last[key, name] = (size, outcome.seconds)
+                self.last[key, name] = (size, outcome)
 
-    def guess(self, key, size: float, names) -> dict:
+    def guess(self, key, size: float, names) -> dict[str, Estimate]:
         known = {name: self.last[key, name] for name in names if (key, name) in self.last}
-        return {name: seconds * size / last for name, (last, seconds) in known.items()}
+        return {
+            name: Estimate(outcome.seconds * size / last, outcome.compile_seconds)
+            for name, (last, outcome) in known.items()
+        }
 
 
 def blocking(fn, *args):
+    """``fn(*args)`` as a call that waits for its result; NumPy arguments are moved to the
+    device once, here, so that no call times a transfer."""
+    args = jax.tree.map(lambda a: jax.device_put(a) if isinstance(a, np.ndarray) else a, args)
     return lambda: jax.block_until_ready(fn(*args))
 
 
@@ -354,13 +390,30 @@ def mdrnn_table(sizes: Sizes, clock: Clock) -> Table:
                     for name, (f, p) in runs.items()
                 }
                 for label, wrap in (("fwd", jax.jit), ("fwd+bwd", gradient)):
-                    calls = {name: blocking(wrap(f), p, x) for name, (f, p) in runs.items()}
                     # guessed as proportional to G² (the rasters' steps; the work of all)
-                    guess = guesses.guess((width, batch, label), side**2, runs)
-                    outcomes = measure(calls, clock, guess)
+                    estimates = guesses.guess((width, batch, label), side**2, runs)
+                    slow = slow_rasters(estimates)
+                    calls = {
+                        name: blocking(wrap(f), p, x)
+                        for name, (f, p) in runs.items()
+                        if name not in slow
+                    }
+                    outcomes = measure(calls, clock, estimates) | slow
                     guesses.record((width, batch, label), side**2, outcomes)
                     table.add(head + [label] + mdrnn_cells(outcomes, steps))
     return table
+
+
+def slow_rasters(estimates: dict[str, Estimate]) -> dict[str, Outcome]:
+    """The rasters more than ``SLOW_RASTER`` times slower than the fastest at the last size,
+    which are not timed again (to spend the time on larger sizes)."""
+    known = {name: estimates[name].call for name in RASTERS if name in estimates}
+    best = min(known.values(), default=None)
+    return {
+        name: Outcome(None, f"skipped: {seconds / best:.1f}× the fastest at the last G")
+        for name, seconds in known.items()
+        if seconds > SLOW_RASTER * best
+    }
 
 
 def mdrnn_cells(outcomes: dict[str, Outcome], steps: dict[str, int]) -> list:
@@ -556,7 +609,7 @@ def torch_lstm_calls(params: dict, xs, dtype):
     module = torch.nn.LSTM(hidden, hidden)
     module.load_state_dict(jaxrnn.interop.to_torch_lstm(params))
     module = module.to(device=device, dtype=torch_dtype)
-    x = torch.from_numpy(np.asarray(xs, np.float32)).to(device=device, dtype=torch_dtype)
+    x = torch.from_numpy(np.array(xs, np.float32)).to(device=device, dtype=torch_dtype)
     x.requires_grad_(True)
     weights = list(module.parameters())
 
@@ -629,15 +682,15 @@ def lstm_table(sizes: Sizes, clock: Clock) -> Table:
          "lstm_layer / fastest other"],
     )  # fmt: skip
     guesses = Guesses()
-    for n_steps, batch, hidden in sizes.lstm_shapes:
-        work = n_steps * batch * hidden * hidden
-        params = uniform_params(9, lstm.param_shapes(hidden, hidden), hidden)
-        xs = normal(10, (n_steps, batch, hidden))
-        for dtype in (jnp.float32, jnp.bfloat16):
+    for dtype in (jnp.float32, jnp.bfloat16):  # float32 first: cuDNN's only dtype
+        for n_steps, batch, hidden in sizes.lstm_shapes:
+            work = n_steps * batch * hidden * hidden
             head = [n_steps, batch, hidden, jnp.dtype(dtype).name]
             if clock.left() <= 0:
                 table.skip(head + ["both"])
                 continue
+            params = uniform_params(9, lstm.param_shapes(hidden, hidden), hidden)
+            xs = normal(10, (n_steps, batch, hidden))
             contenders = lstm_contenders(params, xs, dtype)
             absent = {n: Outcome(None, c) for n, c in contenders.items() if isinstance(c, str)}
             for index, label in enumerate(("fwd", "fwd+bwd")):
@@ -683,7 +736,8 @@ def reversible_table(sizes: Sizes, clock: Clock) -> Table:
         "Reversible momentum SGD: a `reversible.forward` step against `optax.sgd(momentum)`",
         f"MLP {'-'.join(map(str, sizes.mlp))}, float32, learning rate {LEARNING_RATE}, "
         f"momentum {MOMENTUM}; {REVERSIBLE_STEPS} steps per call, each contender one jitted "
-        "`lax.scan` over the steps with the same gradient function. Times per step in ms.",
+        "`lax.scan` over the steps with the same gradient function (host-side work of "
+        "`reversible.forward` included). Times per step in ms.",
         ["batch", "optax.sgd(momentum)", "reversible.forward", "reversible / optax"],
     )
     optimizer = optax.sgd(LEARNING_RATE, momentum=MOMENTUM)
@@ -704,10 +758,14 @@ def reversible_table(sizes: Sizes, clock: Clock) -> Table:
 
             return jax.lax.scan(step, (p, state), jnp.arange(REVERSIBLE_STEPS))[0]
 
+        params = jax.device_put(params)
         start = reversible.init(params)
         calls = {
             "optax": blocking(optax_steps, params, optimizer.init(params)),
-            "reversible": blocking(reversible.forward, start, grad_fn, alphas, betas),
+            # the schedules stay NumPy arrays: the library reads them at trace time
+            "reversible": lambda: jax.block_until_ready(
+                reversible.forward(start, grad_fn, alphas, betas)  # noqa: B023
+            ),
         }
         outcomes = measure(calls, clock)
         per_step = {
@@ -779,12 +837,12 @@ def scan_verdict(per_step: list[Outcome]) -> str:
 # --- the run ----------------------------------------------------------------------------------
 
 TABLES = {
-    "mdrnn": mdrnn_table,
-    "deer": deer_table,
-    "linear": linear_table,
-    "lstm": lstm_table,
-    "reversible": reversible_table,
     "scan": scan_table,
+    "reversible": reversible_table,
+    "linear": linear_table,
+    "deer": deer_table,
+    "mdrnn": mdrnn_table,
+    "lstm": lstm_table,
 }
 
 
@@ -809,7 +867,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU, seconds")
     parser.add_argument("--results", type=Path, help="write the section into this file")
-    parser.add_argument("--budget", type=float, default=400.0, help="seconds for all tables")
+    parser.add_argument(
+        "--budget", type=float, help="seconds for all tables (default 400; no limit with --smoke)"
+    )
     parser.add_argument("--only", default=",".join(TABLES), help="comma-separated tables")
     args = parser.parse_args(argv)
     names = [name for name in args.only.split(",") if name]
@@ -817,11 +877,12 @@ def main(argv=None) -> int:
     if unknown:
         parser.error(f"--only: unknown tables {unknown}; expected some of {list(TABLES)}")
     sizes = SMOKE if args.smoke else FULL
+    seconds = args.budget or (float("inf") if args.smoke else 400.0)
     started = time.perf_counter()
     with jax.default_device(jax.devices("cpu")[0] if args.smoke else jax.devices()[0]):
         device = device_line() if not args.smoke else "cpu (smoke run)"
         print(f"{machine_line()}\ndevice: {device}", flush=True)
-        budget = Budget(args.budget, {name: WEIGHTS[name] for name in names})
+        budget = Budget(seconds, {name: WEIGHTS[name] for name in names if name in WEIGHTS})
         parts = []
         for name in names:
             clock = budget.clock(name, sizes)

@@ -173,13 +173,34 @@ def test_measure_records_out_of_memory_and_errors_and_times_the_rest():
 
 def test_measure_skips_what_does_not_fit_without_calling_it():
     calls = []
-    record = {name: (lambda name=name: calls.append(name)) for name in ("slow", "quick")}
-    outcomes = accelerator.measure(record, clock(30), {"slow": 11.0, "quick": 1e-3})
-    assert outcomes["slow"].note == "skipped: ~11 s a call" and "slow" not in calls
-    assert outcomes["quick"].seconds is not None
+    record = {
+        "quick": lambda: calls.append("quick") or time.sleep(0.3),
+        "slow": lambda: calls.append("slow"),
+    }
+    slow = {"slow": accelerator.Estimate(call=10.0, compile=5.0)}  # 5 + 3 x 10 = 35 s
+    # the row needs 35 s, 30 are left: nothing runs
+    outcomes = accelerator.measure(record, clock(30), slow)
+    assert {o.note for o in outcomes.values()} == {"skipped: ~35 s needed, 30 s left"}
+    assert calls == []
+    # 35.5 s are left for the row, but "quick" spends ~0.9 of them before "slow" would start
+    outcomes = accelerator.measure(record, clock(35.5), slow)
+    assert outcomes["slow"].note == "skipped: ~35 s needed" and "slow" not in calls
+    assert outcomes["quick"].seconds >= 0.3 and calls == ["quick"] * 3  # compile, size, round
     outcomes = accelerator.measure(record, clock(-1))
     assert all(o.note == "skipped: table's time spent" for o in outcomes.values())
-    assert "slow" not in calls and calls.count("quick") == 3  # compile, size, one round
+    assert calls == ["quick"] * 3
+
+
+def test_rasters_much_slower_than_the_fastest_are_not_timed_again():
+    names = list(accelerator.RASTERS)
+    estimates = {
+        name: accelerator.Estimate(call, 0.0)
+        for name, call in zip(names, (2.0, 1.0, 1.4), strict=True)
+    }
+    skipped = accelerator.slow_rasters(estimates)
+    assert list(skipped) == [names[0]]  # 2x the fastest; 1.4x is still timed
+    assert skipped[names[0]].note == "skipped: 2.0× the fastest at the last G"
+    assert accelerator.slow_rasters({}) == {}
 
 
 def test_budget_shares_by_weight_and_passes_unused_time_on():
@@ -192,8 +213,9 @@ def test_budget_shares_by_weight_and_passes_unused_time_on():
 
 def test_guesses_scale_with_size_and_the_verdict_flags_a_quadratic_scan():
     guesses = accelerator.Guesses()
-    guesses.record("k", 100, {"a": accelerator.Outcome(0.5), "b": accelerator.Outcome(None, "x")})
-    assert guesses.guess("k", 400, ["a", "b"]) == {"a": 2.0}
+    measured = {"a": accelerator.Outcome(0.5, compile_seconds=3.0), "b": accelerator.Outcome(None)}
+    guesses.record("k", 100, measured)
+    assert guesses.guess("k", 400, ["a", "b"]) == {"a": accelerator.Estimate(2.0, 3.0)}
     step = lambda seconds: accelerator.Outcome(seconds)  # noqa: E731
     assert accelerator.scan_verdict([step(1e-6), step(1.1e-6)]) == "linear in T"
     assert "40101" in accelerator.scan_verdict([step(1e-6), step(9e-6)])  # quadratic: 10x/step
