@@ -711,7 +711,7 @@ def lstm_table(sizes: Sizes, clock: Clock) -> Table:
 
 
 def mlp_problem(sizes: tuple, batch: int):
-    """Parameters of an MLP and ``grad_fn(params, k)`` on the k-th of 8 fixed batches."""
+    """Parameters of an MLP and ``loss(params, k)`` on the k-th of 8 fixed batches."""
     params = {}
     for i, (m, n) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         params[f"w{i}"] = normal(11 + i, (m, n)) / np.float32(np.sqrt(m))
@@ -726,7 +726,7 @@ def mlp_problem(sizes: tuple, batch: int):
             h = jax.nn.relu(h) if i < len(sizes) - 2 else h
         return optax.softmax_cross_entropy_with_integer_labels(h, y[k % 8]).mean()
 
-    return params, jax.grad(loss)
+    return params, loss
 
 
 def reversible_table(sizes: Sizes, clock: Clock) -> Table:
@@ -736,7 +736,8 @@ def reversible_table(sizes: Sizes, clock: Clock) -> Table:
         "Reversible momentum SGD: a `reversible.forward` step against `optax.sgd(momentum)`",
         f"MLP {'-'.join(map(str, sizes.mlp))}, float32, learning rate {LEARNING_RATE}, "
         f"momentum {MOMENTUM}; {REVERSIBLE_STEPS} steps per call, each contender one jitted "
-        "`lax.scan` over the steps with the same gradient function (host-side work of "
+        "`lax.scan` over the steps with the same gradient (optax through "
+        "`jaxrnn.train.make_step`; host-side work of "
         "`reversible.forward` included). Times per step in ms.",
         ["batch", "optax.sgd(momentum)", "reversible.forward", "reversible / optax"],
     )
@@ -747,16 +748,16 @@ def reversible_table(sizes: Sizes, clock: Clock) -> Table:
         if clock.left() <= 0:
             table.skip([batch])
             continue
-        params, grad_fn = mlp_problem(sizes.mlp, batch)
+        params, loss = mlp_problem(sizes.mlp, batch)
+        grad_fn = jax.grad(loss)
+        optax_step = jaxrnn.train.make_step(loss, optimizer)  # the library's training step
 
         @jax.jit
-        def optax_steps(p, state, grad_fn=grad_fn):
-            def step(carry, k):
-                p, state = carry
-                updates, state = optimizer.update(grad_fn(p, k), state, p)
-                return (optax.apply_updates(p, updates), state), None
-
-            return jax.lax.scan(step, (p, state), jnp.arange(REVERSIBLE_STEPS))[0]
+        def optax_steps(params, state, optax_step=optax_step):
+            steps = jnp.arange(REVERSIBLE_STEPS)
+            return jax.lax.scan(lambda c, k: (optax_step(*c, k)[:2], None), (params, state), steps)[
+                0
+            ]
 
         params = jax.device_put(params)
         start = reversible.init(params)
