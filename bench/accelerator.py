@@ -576,8 +576,9 @@ def jax_calls(run, *args):
     return blocking(jax.jit(run), *args), blocking(gradient(run, argnums), *args)
 
 
-def cudnn_lstm_calls(n_steps: int, batch: int, hidden: int, dtype):
-    """``jax.experimental.rnn.lstm`` (cuDNN) calls, or why there are none (a string)."""
+def cudnn_lstm_calls(xs, dtype):
+    """``jax.experimental.rnn.lstm`` (cuDNN) calls on ``xs`` (T, B, H), with weights of its
+    own (random, of the same sizes), or why there are none (a string)."""
     if not on_gpu():
         return "n/a: needs a GPU"
     if dtype != jnp.float32:
@@ -586,8 +587,9 @@ def cudnn_lstm_calls(n_steps: int, batch: int, hidden: int, dtype):
         from jax.experimental import rnn
     except ImportError as error:
         return f"n/a: {error}"
+    n_steps, batch, hidden = xs.shape
     weights = rnn.init_lstm_weight(jax.random.key(7), hidden, hidden, 1, False)
-    x = normal(8, (batch, n_steps, hidden))  # batch first
+    x = array_module(xs).swapaxes(xs, 0, 1)  # batch first
     zeros = np.zeros((1, batch, hidden), np.float32)
     lengths = np.full((batch,), n_steps, np.int32)
 
@@ -639,13 +641,19 @@ def flax_lstm_calls(params: dict, xs, dtype):
     return jax_calls(nn.RNN(cell, time_major=True).apply, variables, xs)
 
 
+def release_torch_memory():
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 CUDNN = "cuDNN (jax.experimental.rnn)"
 LSTM_CONTENDERS = ("lstm_layer", "scan + autodiff", CUDNN, "PyTorch nn.LSTM", "flax RNN(LSTMCell)")
 
 
 def lstm_contenders(params: dict, xs, dtype) -> dict:
     """Name -> (forward call, forward+backward call), or a string saying why not."""
-    n_steps, batch, hidden = xs.shape
+    batch, hidden = xs.shape[1:]
     low = {k: v.astype(dtype) for k, v in params.items()}
     xs_low = xs.astype(dtype)
     carry = (np.zeros((batch, hidden), dtype),) * 2
@@ -656,7 +664,7 @@ def lstm_contenders(params: dict, xs, dtype) -> dict:
         "scan + autodiff": lambda: jax_calls(
             lambda p, x: jaxrnn.scan(lstm.apply, p, carry, x)[1], low, xs_low
         ),
-        CUDNN: lambda: cudnn_lstm_calls(n_steps, batch, hidden, dtype),
+        CUDNN: lambda: cudnn_lstm_calls(xs, dtype),
         "PyTorch nn.LSTM": lambda: torch_lstm_calls(params, xs, dtype),
         "flax RNN(LSTMCell)": lambda: flax_lstm_calls(low, xs_low, dtype),
     }
@@ -689,6 +697,7 @@ def lstm_table(sizes: Sizes, clock: Clock) -> Table:
             if clock.left() <= 0:
                 table.skip(head + ["both"])
                 continue
+            release_torch_memory()  # what PyTorch cached for the last row, for JAX's next
             params = uniform_params(9, lstm.param_shapes(hidden, hidden), hidden)
             xs = normal(10, (n_steps, batch, hidden))
             contenders = lstm_contenders(params, xs, dtype)
