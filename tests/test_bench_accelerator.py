@@ -1,9 +1,10 @@
 """bench/accelerator.py: the smoke run prints every table with real numbers; the timing
 helpers survive failing, slow and over-budget contenders.
 
-The smoke run is one subprocess (tiny sizes, CPU). Its tables are read back and checked
-against what is known independently: the step counts G² and 2G-1, the ratios against the
-printed times, the errors of DEER and of the associative scan against the sequential runs.
+The smoke run is one subprocess (tiny sizes, CPU), in one test (so that parallel test workers
+do not each start it). Its tables are read back and checked against what is known
+independently: the step counts G² and 2G-1, the ratios against the printed times, the
+errors of DEER and of the associative scan against the sequential runs.
 """
 
 import importlib.util
@@ -22,9 +23,9 @@ import accelerator  # noqa: E402
 FAILURE_WORDS = ("failed", "out of memory", "skipped", "Traceback")
 
 
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    results = tmp_path_factory.mktemp("bench") / "RESULTS.md"
+def run_smoke(tmp_path):
+    """(stdout, the RESULTS.md it wrote) of ``bench/accelerator.py --smoke``."""
+    results = tmp_path / "RESULTS.md"
     results.write_text("# Benchmark results\n\n<!-- other:start -->\nkept\n<!-- other:end -->\n")
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
     env.pop("JAX_ENABLE_X64", None)
@@ -75,8 +76,8 @@ def assert_ratio(cell: str, numerator: str, denominator: str):
     assert number(cell) == pytest.approx(number(numerator) / number(denominator), rel=0.02)
 
 
-def test_smoke_run_prints_no_failure_and_writes_only_its_section(smoke):
-    out, results = smoke
+def test_smoke_run_prints_every_table_with_real_numbers(tmp_path):
+    out, results = run_smoke(tmp_path)
     for word in FAILURE_WORDS:
         assert word not in out
     assert "<!-- other:start -->\nkept\n<!-- other:end -->" in results
@@ -84,10 +85,15 @@ def test_smoke_run_prints_no_failure_and_writes_only_its_section(smoke):
     assert "smoke sizes: not a measurement" in section
     assert "jax " in section and "device: cpu" in section
     assert len(tables(section)) == len(accelerator.TABLES)
+    check_mdrnn_table_times_every_raster_and_counts_the_steps(out)
+    check_deer_table_converges_to_the_scan(out)
+    check_linear_table_matches_the_sequential_loop(out)
+    check_lstm_table_times_every_available_contender_in_both_dtypes(out)
+    check_reversible_and_scan_tables(out)
 
 
-def test_mdrnn_table_times_every_raster_and_counts_the_steps(smoke):
-    rows = table(smoke[0], "MDRNN")
+def check_mdrnn_table_times_every_raster_and_counts_the_steps(out: str):
+    rows = table(out, "MDRNN")
     assert {row["pass"] for row in rows} == {"fwd", "fwd+bwd"}
     for row in rows:
         side = int(row["G"])
@@ -102,8 +108,8 @@ def test_mdrnn_table_times_every_raster_and_counts_the_steps(smoke):
         assert_ratio(row["raster / MD-LSTM"], str(min(rasters)), row["MD-LSTM ms"])
 
 
-def test_deer_table_converges_to_the_scan(smoke):
-    rows = table(smoke[0], "DEER")
+def check_deer_table_converges_to_the_scan(out: str):
+    rows = table(out, "DEER")
     assert [row["pass"] for row in rows] == ["fwd", "grad"]
     for row in rows:
         for name in ("DEER", "quasi-DEER"):
@@ -113,8 +119,8 @@ def test_deer_table_converges_to_the_scan(smoke):
                 assert int(row[f"{name} iters"]) >= 1  # a '*' (not converged) fails here
 
 
-def test_linear_table_matches_the_sequential_loop(smoke):
-    rows = table(smoke[0], "Linear recurrence")
+def check_linear_table_matches_the_sequential_loop(out: str):
+    rows = table(out, "Linear recurrence")
     assert [row["A"] for row in rows] == ["diagonal", "full"]
     for row in rows:
         assert float(row["error"]) < 1e-5
@@ -123,8 +129,8 @@ def test_linear_table_matches_the_sequential_loop(smoke):
         assert number(row["lax.scan µs/step"]) == pytest.approx(per_step, rel=0.02)
 
 
-def test_lstm_table_times_every_available_contender_in_both_dtypes(smoke):
-    rows = table(smoke[0], "LSTM layer")
+def check_lstm_table_times_every_available_contender_in_both_dtypes(out: str):
+    rows = table(out, "LSTM layer")
     assert {(row["dtype"], row["pass"]) for row in rows} == {
         (dtype, label) for dtype in ("float32", "bfloat16") for label in ("fwd", "fwd+bwd")
     }
@@ -138,10 +144,10 @@ def test_lstm_table_times_every_available_contender_in_both_dtypes(smoke):
         assert_ratio(row["lstm_layer / fastest other"], row["lstm_layer"], str(fastest))
 
 
-def test_reversible_and_scan_tables(smoke):
-    (row,) = table(smoke[0], "Reversible")
+def check_reversible_and_scan_tables(out: str):
+    (row,) = table(out, "Reversible")
     assert_ratio(row["reversible / optax"], row["reversible.forward"], row["optax.sgd(momentum)"])
-    (row,) = table(smoke[0], "`jaxrnn.scan` per step")
+    (row,) = table(out, "`jaxrnn.scan` per step")
     for name in ("stacked", "final carry"):
         short, long = row[f"{name} µs/step"].split(" → ")
         assert_ratio(row[f"{name} growth"], long, short)
