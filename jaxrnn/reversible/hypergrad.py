@@ -39,7 +39,7 @@ import jax.numpy as jnp
 
 from jaxrnn._checks import is_concrete
 from jaxrnn.exact import fixed_point as fp
-from jaxrnn.reversible import schedules, sgd
+from jaxrnn.reversible import schedules, sgd, xla_cpu
 from jaxrnn.reversible import step as exact_step
 from jaxrnn.reversible.state import DEFAULT_FRAC_BITS, init, params, raise_if_failed, stored_bits
 
@@ -91,8 +91,9 @@ def _sweep(train_loss, treedef, dtypes, frac_bits, words, adjoints, inputs, beta
         lam_bar = jax.tree_util.tree_map(jnp.add, lam_bar, d_lam)
         return (back.words, (theta_bar, v_bar, lam_bar)), (a_bar, b_bar)
 
-    init = (words, adjoints)
-    (words, adjoints), (a_bar, b_bar) = jax.lax.scan(body, init, (inputs, betas), reverse=True)
+    unroll = xla_cpu.scan_unroll([t.hi.shape for t in words.theta])
+    xs, init = (inputs, betas), (words, adjoints)
+    (words, adjoints), (a_bar, b_bar) = jax.lax.scan(body, init, xs, reverse=True, unroll=unroll)
     return words, adjoints, exact_step.fingerprint(words), a_bar, b_bar
 
 

@@ -216,7 +216,7 @@ def _reverse(grad_fn, treedef, dtypes, frac_bits, words, inputs, extra):
     return start, exact_step.fingerprint(start)
 
 
-_forward_scan = xla_cpu.jit(_forward, static_argnames=_STATIC)
-_reverse_scan = xla_cpu.jit(_reverse, static_argnames=_STATIC)
+_forward_scan = jax.jit(_forward, static_argnames=_STATIC)
+_reverse_scan = jax.jit(_reverse, static_argnames=_STATIC)
 
 check = deprecated.alias(raise_if_failed, "jaxrnn.reversible.sgd.check")
