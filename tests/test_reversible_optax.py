@@ -117,3 +117,21 @@ def test_guards_and_checked_failures():
     assert isinstance(
         jax.tree.leaves(state.theta, is_leaf=lambda x: isinstance(x, fp.Word))[0], fp.Word
     )
+
+
+def test_updates_lead_from_the_params_given_to_the_exact_parameters():
+    opt = reversible.reversible_momentum(0.1, 0.9, max_steps=3)
+    start = opt.init(PARAMS)
+    held = jax.tree.map(lambda p: p + 1e-3, PARAMS)  # what the user holds, off the grid
+    updates, state = jax.jit(opt.update)(GRAD(PARAMS), start, held)
+    exact = reversible.params_of(opt, state)
+    for u, h, e in zip(*map(jax.tree.leaves, (updates, held, exact)), strict=True):
+        assert np.array_equal(np.asarray(u), np.asarray(e) - np.asarray(h))
+    updates, _ = opt.update(GRAD(PARAMS), start)  # without params: from theta(0)
+    for u, p, e in zip(*map(jax.tree.leaves, (updates, PARAMS, exact)), strict=True):
+        assert np.array_equal(np.asarray(u), np.asarray(e) - np.asarray(p))
+    # An undo past step 0 leaves the words as they are and records the mistake.
+    again = reversible.undo(opt, start, GRAD)
+    assert int(again.mismatch_step) == 0 and int(again.step) == 0
+    for got, want in zip(words_of(again), words_of(start), strict=True):
+        assert np.array_equal(np.asarray(got), np.asarray(want))
