@@ -34,7 +34,8 @@ def test_the_step_maps_over_any_pytree_with_named_results():
     dtypes = jax.tree.map(lambda p: p.dtype, params)
     per_leaf = lambda value: jax.tree.map(lambda _: value, params)
     inputs = schedules.StepInputs(jnp.int32(3), *map(per_leaf, (0.1, 40000, False, 0)))
-    taken = exact_step.forward_step(words, grads, inputs, 40, dtypes)
+    forward = jax.jit(lambda w, g, x: exact_step.forward_step(w, g, x, 40, dtypes))
+    taken = forward(words, grads, inputs)
     assert jax.tree.structure(taken.floats) == jax.tree.structure(params)
     # From v(0) = 0 and an empty buffer: v(1) = -q(alpha g), theta(1) = theta(0) + v(1).
     leaves = zip(*map(jax.tree.leaves, (params, grads)), strict=True)
@@ -49,7 +50,8 @@ def test_the_step_maps_over_any_pytree_with_named_results():
         floats = jax.tree.leaves(taken.floats)[i]
         assert floats.dtype == dt
         assert np.array_equal(np.asarray(floats), np.asarray(fp.to_float(theta, 40, dt)))
-    back = exact_step.inverse_step(taken.words, lambda p: grads, inputs, 40, dtypes)
+    inverse = jax.jit(lambda w, x: exact_step.inverse_step(w, lambda p: grads, x, 40, dtypes))
+    back = inverse(taken.words, inputs)
     for got, want in zip(jax.tree.leaves(back.words), jax.tree.leaves(words), strict=True):
         assert np.array_equal(np.asarray(got), np.asarray(want))
     assert jax.tree.leaves(back.params)[0].shape == (2, 3) and back.aux is None
