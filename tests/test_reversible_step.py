@@ -67,7 +67,7 @@ def test_large_words_take_two_steps_per_iteration_and_match_single_steps():
     end = reversible.forward(start, grad_fn, alphas, betas)
     # The same steps one at a time, each its own jitted call, outside any scan.
     schedule = schedules.validate_schedules(start.treedef, alphas, betas)
-    inputs, new_slots, _ = schedules.step_inputs(0, schedule, start.bounds)
+    inputs, new_slots, _ = schedules.plan_call(0, schedule, start.bounds)
     fresh = [jnp.zeros((n, 256, 256), jnp.uint8) for n in new_slots]
     words = exact_step.Words(start.theta, start.velocity, start.word, fresh)
 

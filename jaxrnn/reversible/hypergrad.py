@@ -63,9 +63,19 @@ def _val_grad(val_loss):
     return jax.jit(jax.value_and_grad(val_loss, argnums=(0, 1)))
 
 
+class Sweep(NamedTuple):
+    """What the reverse sweep returns."""
+
+    words: Any  # step.Words rebuilt at step 0
+    adjoints: Any  # (df/dtheta(0), df/dv(0), df/dlam), per leaf where per parameter
+    fingerprint: Any  # step.fingerprint of the rebuilt words
+    alpha_bars: Any  # per leaf (T,): df/dalpha_k
+    beta_bars: Any  # per leaf (T,): df/dbeta_k
+
+
 @functools.partial(jax.jit, static_argnames=("train_loss", "treedef", "dtypes", "frac_bits"))
 def _sweep(train_loss, treedef, dtypes, frac_bits, words, adjoints, inputs, betas, hyper):
-    """The reverse sweep: (words of theta(0), adjoints, fingerprint, alpha_bar, beta_bar)."""
+    """The reverse sweep along the exactly rebuilt path (the reference loop above)."""
     dtypes = list(dtypes)
 
     def body(carry, x):
@@ -94,7 +104,7 @@ def _sweep(train_loss, treedef, dtypes, frac_bits, words, adjoints, inputs, beta
     unroll = xla_cpu.scan_unroll([t.hi.shape for t in words.theta])
     xs, init = (inputs, betas), (words, adjoints)
     (words, adjoints), (a_bar, b_bar) = jax.lax.scan(body, init, xs, reverse=True, unroll=unroll)
-    return words, adjoints, exact_step.fingerprint(words), a_bar, b_bar
+    return Sweep(words, adjoints, exact_step.fingerprint(words), a_bar, b_bar)
 
 
 def _like_schedule(per_leaf, schedule, treedef):
@@ -104,8 +114,17 @@ def _like_schedule(per_leaf, schedule, treedef):
     return sum(per_leaf[1:], per_leaf[0])
 
 
-def _prepare(train_loss, val_loss, params0, alphas, betas, hyper, frac_bits):
-    """Train forward; return the start and end states, f(theta(T)) and the sweep's arguments."""
+class _Trained(NamedTuple):
+    """What :func:`_prepare` returns."""
+
+    start: Any  # the State at step 0
+    end: Any  # the State after training
+    value: Any  # f(theta(T))
+    sweep_args: tuple  # the arguments of _sweep
+
+
+def _prepare(train_loss, val_loss, params0, alphas, betas, hyper, frac_bits) -> _Trained:
+    """Train forward; the start and end states, f(theta(T)) and the sweep's arguments."""
     frac_bits = DEFAULT_FRAC_BITS if frac_bits is None else frac_bits
     hyper = () if hyper is None else hyper
     start = init(params0, frac_bits=frac_bits)
@@ -113,13 +132,13 @@ def _prepare(train_loss, val_loss, params0, alphas, betas, hyper, frac_bits):
     value, (theta_bar, lam_bar) = _val_grad(val_loss)(params(end), hyper)
     treedef, dtypes = start.treedef, start.dtypes
     schedule = schedules.validate_schedules(treedef, alphas, betas)
-    inputs, _, _ = schedules.step_inputs(start.step, schedule, start.bounds)
+    inputs = schedules.plan_call(start.step, schedule, start.bounds).inputs
     betas_used = [jnp.asarray(n / 2.0**16) for n in schedule.numerators]
     zeros = [jnp.zeros(w.hi.shape, dt) for w, dt in zip(end.theta, dtypes, strict=True)]
     adjoints = (treedef.flatten_up_to(theta_bar), zeros, lam_bar)
     words = exact_step.Words(end.theta, end.velocity, end.word, end.slot_blocks[-1])
     args = (train_loss, treedef, dtypes, start.frac_bits, words, adjoints, inputs, betas_used)
-    return start, end, value, (*args, hyper)
+    return _Trained(start, end, value, (*args, hyper))
 
 
 def sweep_memory(train_loss, val_loss, params0, alphas, betas, hyper=None, *, frac_bits=None):
@@ -131,12 +150,12 @@ def sweep_memory(train_loss, val_loss, params0, alphas, betas, hyper=None, *, fr
     Compare with ``jax.jit(jax.grad(f)).lower(...).compile().memory_analysis()`` of autodiff
     through the unrolled loop, which keeps all T intermediate states.
     """
-    _, end, _, args = _prepare(train_loss, val_loss, params0, alphas, betas, hyper, frac_bits)
-    analysis = _sweep.lower(*args).compile().memory_analysis()
+    trained = _prepare(train_loss, val_loss, params0, alphas, betas, hyper, frac_bits)
+    analysis = _sweep.lower(*trained.sweep_args).compile().memory_analysis()
     return {
         "temp_bytes": int(analysis.temp_size_in_bytes),
         "argument_bytes": int(analysis.argument_size_in_bytes),
-        "buffer_bytes": stored_bits(end) // 8,
+        "buffer_bytes": stored_bits(trained.end) // 8,
     }
 
 
@@ -159,24 +178,23 @@ def hypergradient(train_loss, val_loss, params0, alphas, betas, hyper=None, *, f
     Raises:
       TrajectoryMismatchError if the reverse sweep does not reconstruct theta(0) exactly.
     """
-    start, end, value, sweep_args = _prepare(
-        train_loss, val_loss, params0, alphas, betas, hyper, frac_bits
-    )
-    words, (theta_bar, _, lam_bar), fingerprint, a_bar, b_bar = _sweep(*sweep_args)
+    trained = _prepare(train_loss, val_loss, params0, alphas, betas, hyper, frac_bits)
+    sweep = _sweep(*trained.sweep_args)
     rebuilt = dataclasses.replace(
-        start,
-        theta=words.theta,
-        velocity=words.velocity,
-        word=words.word,
-        mismatch_step=jnp.where(fingerprint != end.fingerprints[-1], 0, -1),
+        trained.start,
+        theta=sweep.words.theta,
+        velocity=sweep.words.velocity,
+        word=sweep.words.word,
+        mismatch_step=jnp.where(sweep.fingerprint != trained.end.fingerprints[-1], 0, -1),
     )
     if is_concrete(rebuilt.mismatch_step):
         raise_if_failed(rebuilt)
-    treedef = start.treedef
+    treedef = trained.start.treedef
+    theta_bar, _, lam_bar = sweep.adjoints
     grads = Hypergradients(
-        alphas=_like_schedule(a_bar, alphas, treedef),
-        betas=_like_schedule(b_bar, betas, treedef),
+        alphas=_like_schedule(sweep.alpha_bars, alphas, treedef),
+        betas=_like_schedule(sweep.beta_bars, betas, treedef),
         params0=jax.tree_util.tree_unflatten(treedef, theta_bar),
         hyper=None if isinstance(lam_bar, tuple) and not lam_bar else lam_bar,
     )
-    return value, grads
+    return trained.value, grads

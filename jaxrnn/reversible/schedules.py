@@ -39,6 +39,14 @@ class StepInputs(NamedTuple):
     slot: Any  # per leaf: int32, the slot that byte goes to (counted from the call's first)
 
 
+class CallPlan(NamedTuple):
+    """The steps of one forward call: their stacked inputs and what they do to the buffer."""
+
+    inputs: StepInputs  # stacked over the call's T steps
+    new_slots: tuple  # per leaf: the slots the call fills
+    end_bounds: tuple  # per leaf: the buffer word's bound after the call
+
+
 def is_per_leaf(schedule, treedef) -> bool:
     """True when ``schedule`` is a pytree like params (one schedule per leaf)."""
     if treedef == jax.tree_util.tree_structure(0) or isinstance(
@@ -88,12 +96,11 @@ def validate_schedules(treedef, alphas, betas) -> Schedules:
     )
 
 
-def step_inputs(first_step: int, schedules: Schedules, start_bounds) -> tuple:
-    """The stacked :class:`StepInputs` of a call, the slots it fills and its end bounds.
+def plan_call(first_step: int, schedules: Schedules, start_bounds) -> CallPlan:
+    """The :class:`CallPlan` of a call from ``first_step`` with these buffer bounds.
 
     Slot indices count from the call's first slot: a scan carries only the slots its call
-    writes (forward) or reads (reverse), never the whole buffer. Returns ``(inputs,
-    new_slots, end_bounds)`` with per-leaf tuples of ints.
+    writes (forward) or reads (reverse), never the whole buffer.
     """
     spill, slot, new_slots, end_bounds = [], [], [], []
     for n, bound in zip(schedules.numerators, start_bounds, strict=True):
@@ -106,7 +113,7 @@ def step_inputs(first_step: int, schedules: Schedules, start_bounds) -> tuple:
     # given (they may be traced, e.g. inside a hypergradient).
     k = np.arange(first_step, first_step + schedules.n_steps, dtype=np.int32)
     inputs = StepInputs(k, list(schedules.alphas), list(schedules.numerators), spill, slot)
-    return inputs, tuple(new_slots), tuple(end_bounds)
+    return CallPlan(inputs, tuple(new_slots), tuple(end_bounds))
 
 
 def represented_betas(betas):

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -82,37 +83,38 @@ def reverse(state: State, grad_fn, alphas, betas) -> State:
       forward pass (outside jit; inside jit it is kept in the state, see
       :func:`raise_if_failed`).
     """
-    start, schedule, segment = undo_target(state, alphas, betas)
-    inputs, _, _ = schedules.step_inputs(start.step, schedule, segment.start_bounds)
+    start, schedule = undo_target(state, alphas, betas)
+    plan = schedules.plan_call(start.step, schedule, state.segments[-1].start_bounds)
     words = exact_step.Words(state.theta, state.velocity, state.word, state.slot_blocks[-1])
     static = (with_extra(grad_fn), state.treedef, state.dtypes, state.frac_bits)
-    words, fingerprint = _reverse_scan(*static, words, inputs, None)
+    words, fingerprint = _reverse_scan(*static, words, plan.inputs, None)
     return undone(state, start, words, fingerprint)
 
 
 def forward_with(state: State, grad_fn, extra, alphas, betas) -> State:
     """:func:`forward` with ``grad_fn(params, k, extra)``: ``extra`` is passed through (traced)."""
     schedule = schedules.validate_schedules(state.treedef, alphas, betas)
-    inputs, new_slots, end_bounds = schedules.step_inputs(state.step, schedule, state.bounds)
+    plan = schedules.plan_call(state.step, schedule, state.bounds)
     fresh = [  # the slots this call fills (empty ones as NumPy: no device work at all)
         (jnp if n else np).zeros((n, *w.shape), buffer.SLOT_DTYPE)
-        for w, n in zip(state.word, new_slots, strict=True)
+        for w, n in zip(state.word, plan.new_slots, strict=True)
     ]
     words = exact_step.Words(state.theta, state.velocity, state.word, fresh)
     static = (grad_fn, state.treedef, state.dtypes, state.frac_bits)
-    end, bad, fingerprint = _forward_scan(*static, words, inputs, extra)
+    call = _forward_scan(*static, words, plan.inputs, extra)
     digest = schedules.digest(schedule.numerators)
+    segment = Segment(schedule.n_steps, state.bounds, digest, plan.new_slots)
     new = dataclasses.replace(
         state,
-        theta=end.theta,
-        velocity=end.velocity,
-        word=end.word,
-        slot_blocks=(*state.slot_blocks, end.slots),
-        fingerprints=(*state.fingerprints, fingerprint),
-        bad_step=jnp.where(state.bad_step >= 0, state.bad_step, bad),
+        theta=call.words.theta,
+        velocity=call.words.velocity,
+        word=call.words.word,
+        slot_blocks=(*state.slot_blocks, call.words.slots),
+        fingerprints=(*state.fingerprints, call.start_fingerprint),
+        bad_step=jnp.where(state.bad_step >= 0, state.bad_step, call.bad_step),
         step=state.step + schedule.n_steps,
-        bounds=end_bounds,
-        segments=(*state.segments, Segment(schedule.n_steps, state.bounds, digest, new_slots)),
+        bounds=plan.end_bounds,
+        segments=(*state.segments, segment),
     )
     if is_concrete(new.bad_step):
         raise_if_failed(new)
@@ -122,8 +124,8 @@ def forward_with(state: State, grad_fn, extra, alphas, betas) -> State:
 def undo_target(state: State, alphas, betas):
     """Check that (alphas, betas) are those of the last forward call of ``state``.
 
-    Returns ``(start, schedules, segment)``: ``start`` the state's static parts as before
-    that call (its arrays are those of ``state``).
+    Returns ``(start, schedules)``: ``start`` has the state's static parts as before that
+    call (its arrays are still those of ``state``).
     """
     if not state.segments:
         raise ValueError("state: expected a state after forward(); there is no step to reverse")
@@ -137,7 +139,7 @@ def undo_target(state: State, alphas, betas):
             f"{segment.n_steps} steps; expected its beta schedule, got {schedule.n_steps} steps"
             + ("" if schedule.n_steps != segment.n_steps else " with different betas")
         )
-    return dataclasses.replace(state, step=state.step - segment.n_steps), schedule, segment
+    return dataclasses.replace(state, step=state.step - segment.n_steps), schedule
 
 
 def undone(state: State, start: State, words, fingerprint) -> State:
@@ -184,8 +186,16 @@ def checked_grads(grad_fn, params_tree, k, extra, treedef, shapes):
 _STATIC = ("grad_fn", "treedef", "dtypes", "frac_bits")
 
 
-def _forward(grad_fn, treedef, dtypes, frac_bits, words, inputs, extra):
-    """The forward scan: (words after the call, first failed step, fingerprint of the start)."""
+class ForwardCall(NamedTuple):
+    """What the forward scan returns."""
+
+    words: exact_step.Words  # after the call
+    bad_step: jax.Array  # the first step that failed (int32), -1 if none
+    start_fingerprint: jax.Array  # step.fingerprint of the words the call started from
+
+
+def _forward(grad_fn, treedef, dtypes, frac_bits, words, inputs, extra) -> ForwardCall:
+    """The forward scan of a call."""
     dtypes, shapes = list(dtypes), [t.hi.shape for t in words.theta]
 
     # The carry holds float(theta(k)), emitted by the previous step's pass over the words.
@@ -198,7 +208,7 @@ def _forward(grad_fn, treedef, dtypes, frac_bits, words, inputs, extra):
     floats = exact_step.floats_of(words.theta, frac_bits, dtypes)
     unroll = xla_cpu.scan_unroll(shapes)
     (end, _), _ = jax.lax.scan(body, (words, floats), inputs, unroll=unroll)
-    return end, exact_step.failed_step(end.theta), exact_step.fingerprint(words)
+    return ForwardCall(end, exact_step.failed_step(end.theta), exact_step.fingerprint(words))
 
 
 def _reverse(grad_fn, treedef, dtypes, frac_bits, words, inputs, extra):
