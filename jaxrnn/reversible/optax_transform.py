@@ -15,6 +15,11 @@ the same compiled gradient function each time. :func:`undo` takes a step back
 
     theta(k) = theta(k+1) - v(k+1),   v(k) = (v(k+1) + alpha_k ∇J(theta(k))) / beta
 
+Each update is one pass over each leaf. In a user's loop XLA:CPU also copies the words of
+the state after every update (a one-pass loop cannot overwrite its inputs, and the user's
+loop does not alternate two sets of buffers as :func:`jaxrnn.reversible.forward` does), so
+a loop of exact steps is fastest as ``forward`` (``bench/RESULTS.md``).
+
 Reference loop:
 
     opt = reversible_momentum(0.1, 0.9, max_steps=T)
