@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -218,6 +219,7 @@ def memory_rows():
 
 
 def main():
+    load = os.getloadavg()[0]
     rows, verdicts = [], []
     for batch in BATCHES:
         params, grad_fn = mlp_problem(batch)
@@ -262,6 +264,9 @@ def main():
     body = f"""## Reversible momentum SGD (`python bench/reversible.py`)
 
 {machine_line()}
+
+Load average when the run started: {load:.1f} on {os.cpu_count()} cores (other work on the
+machine slows every contender alike within a round; the ratios are what compare).
 
 MLP {"-".join(map(str, SIZES))}, {n_params} float32 parameters, beta 0.9; {STEPS} steps
 per jitted `lax.scan` call (host-side work included), medians of {ROUNDS} rounds after
