@@ -118,3 +118,22 @@ def test_the_old_names_that_raised_on_flags_warn_and_still_raise():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the new name does not warn
         assert reversible.raise_if_failed(state) is state
+
+
+def test_forward_and_reverse_run_inside_shard_map_on_a_state_made_there():
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("d",))
+    alphas, betas = np.full(40, 0.1, np.float32), np.full(40, 0.5)  # the call spills
+    grad_fn = lambda p, k: {"w": jnp.sin(p["w"] + k.astype(jnp.float32))}
+
+    def there_and_back(x):
+        end = reversible.forward(reversible.init({"w": x}), grad_fn, alphas, betas)
+        back = reversible.reverse(end, grad_fn, alphas, betas)
+        return reversible.params(end)["w"], reversible.params(back)["w"]
+
+    spec = jax.sharding.PartitionSpec("d")
+    run = jax.jit(jax.shard_map(there_and_back, mesh=mesh, in_specs=spec, out_specs=spec))
+    x = jnp.linspace(-1, 1, 8, dtype=jnp.float32)
+    moved, back = run(x)
+    outside = reversible.forward(reversible.init({"w": x}), grad_fn, alphas, betas)
+    assert np.array_equal(np.asarray(moved), np.asarray(reversible.params(outside)["w"]))
+    assert np.array_equal(np.asarray(back), np.asarray(x))

@@ -112,16 +112,19 @@ def reversible_momentum(
     tables = (jnp.asarray(alphas), n, jnp.asarray(spill), jnp.asarray(slot))
 
     def init_fn(params):
+        # Arrays typed like params (inside shard_map: varying over the same axes).
         words = exact_step.words_of(params, frac_bits)
+        slots = lambda p: jnp.broadcast_to(jnp.zeros_like(p, jnp.uint8), (n_slots, *p.shape))
+        fingerprint = exact_step.fingerprint(words)
         return ReversibleMomentumState(
             theta=words.theta,
             velocity=words.velocity,
             word=words.word,
-            slots=jax.tree.map(lambda p: jnp.zeros((n_slots, *p.shape), jnp.uint8), params),
+            slots=jax.tree.map(slots, params),
             dtypes=jax.tree.map(lambda p: jnp.zeros((0,), p.dtype), params),
             step=jnp.zeros((), jnp.int32),
-            fingerprint=exact_step.fingerprint(words),
-            mismatch_step=jnp.asarray(-1, jnp.int32),
+            fingerprint=fingerprint,
+            mismatch_step=jnp.full_like(fingerprint, -1, jnp.int32),
         )
 
     def update_fn(updates, state, params=None):

@@ -206,6 +206,9 @@ def _forward(grad_fn, treedef, dtypes, frac_bits, words, inputs, extra) -> Forwa
         return (result.words, result.floats), None
 
     floats = exact_step.floats_of(words.theta, frac_bits, dtypes)
+    # The fresh slots typed like the buffer words (inside shard_map: varying like them).
+    slots = [s | jnp.zeros_like(w, s.dtype) for s, w in zip(words.slots, words.word, strict=True)]
+    words = words._replace(slots=slots)
     unroll = xla_cpu.scan_unroll(shapes)
     (end, _), _ = jax.lax.scan(body, (words, floats), inputs, unroll=unroll)
     return ForwardCall(end, exact_step.failed_step(end.theta), exact_step.fingerprint(words))

@@ -162,8 +162,9 @@ def words_of(params, frac_bits: int) -> Words:
     def leaf(x):
         theta, overflow = fp.from_float(x, frac_bits, THETA_BITS)
         theta = _mark(theta, theta, overflow, jnp.int32(0))
+        zeros = jnp.zeros_like(x, jnp.uint32)  # typed like x (inside shard_map: its axes)
         slots = jnp.zeros((0, *x.shape), buffer.SLOT_DTYPE)
-        return _PerLeaf(theta, fp.zeros(x.shape), jnp.zeros(x.shape, jnp.uint32), slots)
+        return _PerLeaf(theta, fp.Word(zeros, zeros), zeros, slots)
 
     return Words(*_unzip(jax.tree.map(leaf, params), 4))
 

@@ -53,6 +53,28 @@ def scan_unroll(shapes) -> int:
 
 def _variadic_reduce(kernel, *arrays) -> list:
     outs = kernel(*arrays)
+    # Inside shard_map one reduce would give all its outputs the union of their varying
+    # axes (and a scan carrying them another type): outputs that vary over other axes go
+    # through reduces of their own.
+    groups = {}
+    for i, o in enumerate(outs):
+        groups.setdefault(_axes_key(o), []).append(i)
+    reduced = [None] * len(outs)
+    for indices in groups.values():
+        for i, r in zip(indices, _reduce_padded([outs[i] for i in indices]), strict=True):
+            reduced[i] = r
+    return reduced
+
+
+def _axes_key(x):
+    """``x``'s type but for shape and dtype: inside shard_map, the axes it varies over."""
+    try:
+        return jax.typeof(x).update(shape=(), dtype=jnp.dtype(jnp.uint8), weak_type=False)
+    except (TypeError, ValueError, AssertionError):  # a JAX without it: one group for all
+        return None
+
+
+def _reduce_padded(outs) -> list:
     pads = [_identity(o.dtype) for o in outs]
     padded = [
         jnp.stack([jnp.ravel(o), jnp.full(o.size, pad, o.dtype)], axis=1)
