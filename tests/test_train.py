@@ -251,6 +251,7 @@ def test_bad_arguments_raise(tmp_path):
         (dict(loss_fn=lambda p, b: (b[0] @ p["w"]) ** 2), r"scalar loss, got shape \(16,\)"),
         (dict(loss_fn=lambda p, b: (p, b)), "expected a floating scalar loss, got tuple"),
         (dict(eval_fn=lambda p: p["w"]), r"eval_fn: expected a scalar .* shape \(3,\)"),
+        (dict(on_nonfinite="ignore"), r"on_nonfinite: expected one of \('stop', 'warn'\)"),
     ]
     defaults = dict(loss_fn=loss, params=params, optimizer=sgd, data=data, steps=2)
     for change, message in cases:
@@ -390,3 +391,46 @@ def test_numpy_float64_params_resume_without_x64(tmp_path):
     assert resumed.params["w"].dtype == np.float32
     _assert_trees_equal(resumed.params, straight.params)
     assert np.array_equal(resumed.history.losses, straight.history.losses)
+
+
+def _poisoned(step, bad=5, value=np.nan):
+    """The regression batches, with a non-finite target at step ``bad``."""
+    xs, ys = _regression_batch(step)
+    return xs, np.where(np.arange(len(ys)) == 0, value, ys) if step == bad else ys
+
+
+def test_a_nan_loss_stops_fit_with_the_last_good_state_and_checkpoint(tmp_path):
+    params, sgd, path = {"w": jnp.zeros(3)}, optax.sgd(0.05), tmp_path / "run.npz"
+    before = train.fit(_regression_loss, params, sgd, _regression_batch, 5, progress=False)
+    w5, losses, trajectory = _numpy_sgd(np.zeros(3), 5, 0.05)
+    with pytest.raises(train.NonFiniteLossError, match=r"loss of step 5 is nan.*keeps step 4"):
+        train.fit(_regression_loss, params, sgd, _poisoned, 9, checkpoint=path,
+                  checkpoint_every=2, progress=False)  # fmt: skip
+    # Seen only at the end of the run: the steps after the bad one changed nothing.
+    with pytest.raises(train.NonFiniteLossError) as stopped:
+        train.fit(_regression_loss, params, sgd, _poisoned, 9, refresh_seconds=1e9, progress=False)
+    assert stopped.value.step == 5
+    result = stopped.value.result
+    _assert_trees_equal(result.params, before.params)  # the params from before step 5
+    np.testing.assert_allclose(result.params["w"], w5, rtol=1e-12)
+    _assert_trees_equal(result.opt_state, before.opt_state)
+    assert len(result.history.losses) == 6 and np.isnan(result.history.losses[-1])
+    np.testing.assert_allclose(result.history.losses[:5], losses, rtol=1e-12)
+    # The checkpoint is the last one written before the bad step, never a NaN one.
+    manifest = checkpoint.read_manifest(path)
+    assert manifest["step"] == 4
+    tree, _, _ = checkpoint.restore(
+        path, {"params": params, "opt_state": sgd.init(params), "losses": np.zeros(4)}
+    )
+    np.testing.assert_allclose(tree["params"]["w"], trajectory[3], rtol=1e-12)
+
+
+def test_an_infinite_loss_warns_with_on_nonfinite_warn_and_stops_checkpoints(tmp_path):
+    params, sgd, path = {"w": jnp.zeros(3)}, optax.sgd(0.05), tmp_path / "run.npz"
+    poisoned = lambda step: _poisoned(step, bad=3, value=np.inf)
+    with pytest.warns(UserWarning, match=r"loss of step 3 is inf, not finite; training goes on"):
+        result = train.fit(_regression_loss, params, sgd, poisoned, 6, checkpoint=path,
+                           checkpoint_every=2, on_nonfinite="warn", progress=False)  # fmt: skip
+    assert len(result.history.losses) == 6 and np.isinf(result.history.losses[3])
+    assert not np.isfinite(result.params["w"]).all()  # trained on, as asked
+    assert checkpoint.read_manifest(path)["step"] == 2
