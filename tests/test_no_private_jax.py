@@ -1,8 +1,7 @@
 """No module of jaxrnn uses jax's private ``jax._src``, which changes without notice between
 releases (the public names are ``jax``, ``jax.numpy``, ``jax.lax``, ``jax.extend``, ...).
 
-``reversible/`` is exempt while it still has such an import; once it has none, drop it from
-``EXEMPT`` so that the whole package is checked. The check reads each module's syntax tree:
+The whole package is checked. The check reads each module's syntax tree:
 imports (``import jax._src.x``, ``from jax._src import x``, ``from jax import _src``),
 attribute chains (``jax._src.core``) and ``importlib.import_module("jax._src...")``, so that
 a docstring or comment naming ``jax._src`` does not count.
@@ -12,7 +11,6 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "jaxrnn"
-EXEMPT = ("reversible",)  # package directories not checked yet
 
 
 def _dotted(node) -> str:
@@ -73,14 +71,12 @@ def test_planted_private_uses_are_found_and_public_ones_are_not():
     assert private_jax_uses(PLANTED) == [5, 6, 7, 14, 15]
 
 
-def test_jaxrnn_uses_no_private_jax_outside_the_exempt_directories():
+def test_jaxrnn_uses_no_private_jax():
     modules = sorted(PACKAGE.rglob("*.py"))
     assert len(modules) > 20, f"expected the package's modules under {PACKAGE}"
     found = {}
     for path in modules:
         relative = path.relative_to(PACKAGE)
-        if relative.parts[0] in EXEMPT:
-            continue
         lines = private_jax_uses(path.read_text())
         if lines:
             found[str(relative)] = lines
