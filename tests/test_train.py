@@ -1,5 +1,7 @@
 """fit: the step against a NumPy loop, bit-exact resume, evaluation, progress, errors."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -434,3 +436,20 @@ def test_an_infinite_loss_warns_with_on_nonfinite_warn_and_stops_checkpoints(tmp
     assert len(result.history.losses) == 6 and np.isinf(result.history.losses[3])
     assert not np.isfinite(result.params["w"]).all()  # trained on, as asked
     assert checkpoint.read_manifest(path)["step"] == 2
+
+
+def test_train_command_reports_a_diverging_loss_and_keeps_the_good_checkpoint(tmp_path, capsys):
+    from jaxrnn.cli import main
+
+    path = str(tmp_path / "run.npz")
+    args = ["train", "adding", "--length", "3", "--hidden", "4", "--batch", "4", "--steps",
+            "5", "--lr", "1e30", "--no-progress", "--checkpoint", path, "--checkpoint-every",
+            "1"]  # fmt: skip
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    # Adam's first step moves every weight by 1e30: a later loss is no longer finite
+    found = re.search(r"jaxrnn train: the loss of step (\d) is (nan|-?inf), not finite", err)
+    assert found and int(found.group(1)) >= 2, err
+    assert f"{path} keeps the last good step" in err and "smaller --lr (now 1e+30)" in err
+    # checkpointed after every step up to the last good one, and never after it
+    assert checkpoint.read_manifest(path)["step"] == int(found.group(1)) - 1
