@@ -20,6 +20,7 @@ from jaxrnn import (
     tasks,
     train,
 )
+from jaxrnn.gru_layer import gru_layer
 from jaxrnn.lstm_layer import lstm_layer
 from jaxrnn.scan import bidirectional, scan
 
@@ -32,6 +33,7 @@ __all__ = [
     "cells",
     "checkpoint",
     "dynamics",
+    "gru_layer",
     "interop",
     "lstm_layer",
     "mdrnn",
