@@ -373,5 +373,148 @@ The second comparison in the same run (the table of choices, default row) gives
     return 0
 
 
+# === GRU: jaxrnn.gru_layer against autodiff, PyTorch nn.GRU and flax GRUCell ===============
+# python bench/lstm.py gru [--rounds N] [--no-write]: same sizes and method as the LSTM
+# table above; writes the section "gru" of bench/RESULTS.md.
+
+
+def gru_fast(params, xs, choices=None):
+    from jaxrnn.cells import gru
+
+    carry = gru.init_carry((B,), H)
+    return _jax_contender(
+        lambda p, x: jaxrnn.gru_layer(p, carry, x, choices=choices)[1], (params, xs)
+    )
+
+
+def gru_autodiff(params, xs):
+    from jaxrnn.cells import gru
+
+    carry = gru.init_carry((B,), H)
+    return _jax_contender(lambda p, x: jaxrnn.scan(gru.apply, p, carry, x)[1], (params, xs))
+
+
+def flax_gru(params, xs):
+    import flax.linen as nn
+
+    rnn = nn.RNN(nn.GRUCell(H), time_major=True)
+    variables = {"params": {"cell": jaxrnn.interop.to_flax_gru_cell(params)}}
+    return _jax_contender(lambda v, x: rnn.apply(v, x), (variables, xs))
+
+
+def torch_gru(params, xs):
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(THREADS)
+    module = torch.nn.GRU(D, H)
+    module.load_state_dict(jaxrnn.interop.to_torch_gru(params))
+    x = torch.from_numpy(np.array(xs)).requires_grad_(True)
+    weights = list(module.parameters())
+
+    def forward():
+        with torch.no_grad():
+            return module(x)[0]
+
+    def forward_backward():
+        return torch.autograd.grad(module(x)[0].sum(), weights + [x])
+
+    return forward, forward_backward, None, None
+
+
+def gru_tables(params, xs, rounds):
+    """The peers table and the table of kernel choices, from one interleaved run."""
+    from jaxrnn.gru_fast import Choices as GruChoices
+
+    choices = {
+        "unroll 1 (fwd and bwd)": GruChoices(unroll=1, backward_unroll=1),
+        "unroll 8": GruChoices(unroll=8, backward_unroll=8),
+        "sigmoid as jax.nn.sigmoid": GruChoices(sigmoid_via_tanh=False),
+        "input projection hoisted out of the scan": GruChoices(hoist_input=True),
+        "weight/input grads as matmuls after the reverse scan": GruChoices(grads_after_scan=True),
+    }
+    fast = "jaxrnn gru_layer (hand BPTT)"
+    contenders = {
+        fast: gru_fast(params, xs),
+        "jaxrnn scan + jax.grad": gru_autodiff(params, xs),
+        "PyTorch nn.GRU": torch_gru(params, xs),
+        "flax.linen RNN(GRUCell)": flax_gru(params, xs),
+        **{f"choice: {name}": gru_fast(params, xs, c) for name, c in choices.items()},
+    }
+    medians = interleaved_medians(contenders, rounds)
+    fast_f, fast_fb, _, fast_fb_min = medians[fast]
+    rows = []
+    for name, (f, fb, _, fb_min) in medians.items():
+        _, _, mem_f, mem_fb = contenders[name]
+        rows.append(
+            [
+                f"{name}: {GruChoices()}" if name == fast else name,
+                _ms(f),
+                _ms(fb),
+                _ms(fb_min),
+                f"{fast_f / f:.2f}x",
+                f"{fast_fb / fb:.2f}x",
+                f"{fast_fb_min / fb_min:.2f}x",
+                "—" if mem_f is None else f"{mem_f:.1f}",
+                "—" if mem_fb is None else f"{mem_fb:.1f}",
+            ]
+        )
+    header = [
+        "contender",
+        "forward ms",
+        "fwd+bwd ms",
+        "fwd+bwd min ms",
+        "fast / this (fwd)",
+        "fast / this (fwd+bwd)",
+        "same, of minima",
+        "peak MB fwd",
+        "peak MB fwd+bwd",
+    ]
+    return markdown_table(header, rows), medians
+
+
+def gru_main(argv=None) -> int:
+    from jaxrnn.cells import gru
+
+    parser = argparse.ArgumentParser(description="GRU layer on CPU: " + __doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    args = parser.parse_args(argv)
+    key_p, key_x = jax.random.split(jax.random.PRNGKey(0))
+    params = gru.init(key_p, D, H)
+    xs = jax.random.normal(key_x, (T, B, D), jnp.float32)
+    table, medians = gru_tables(params, xs, args.rounds)
+    print(table, flush=True)
+    fast_fb = medians["jaxrnn gru_layer (hand BPTT)"][1]
+    ratios = {
+        name: medians[name][1] / fast_fb
+        for name in ("jaxrnn scan + jax.grad", "PyTorch nn.GRU", "flax.linen RNN(GRUCell)")
+    }
+    load = os.getloadavg()[0]
+    body = f"""## GRU layer, CPU (`python bench/lstm.py gru`)
+
+{machine_line()}
+
+T = {T}, B = {B}, D = {D}, H = {H}, float32; loss sum(ys), gradients with respect to all
+weights and the inputs. Medians of {args.rounds} interleaved rounds after 2 warm-up calls, all
+rows of the table in the same rounds. PyTorch runs with `torch.set_num_threads({THREADS})`.
+Peak memory for JAX as in the LSTM section (XLA's `memory_analysis()`); not measured for
+PyTorch here. 1-minute load average at the end of the run: {load:.1f} on {THREADS} cores.
+
+Forward+backward of `jaxrnn.gru_layer` against the strongest baseline of each kind, same
+run: PyTorch `nn.GRU` takes {ratios["PyTorch nn.GRU"]:.2f}x its time, autodiff of the plain
+scan {ratios["jaxrnn scan + jax.grad"]:.2f}x, flax `RNN(GRUCell)`
+{ratios["flax.linen RNN(GRUCell)"]:.2f}x (above 1: the fast layer is faster). The rows
+"choice: ..." change one kernel choice of `jaxrnn.gru_fast.Choices` from the default.
+
+{table}
+"""
+    if not args.no_write:
+        write_section("gru", body)
+    return 0
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["gru"]:
+        sys.exit(gru_main(sys.argv[2:]))
     sys.exit(main())

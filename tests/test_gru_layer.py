@@ -16,7 +16,7 @@ T, B, D, H = 7, 4, 3, 5
 LENGTHS = [7, 3, 0, 1]
 # every non-default choice at once (the default is covered by the other tests)
 OTHER_CHOICES = Choices(
-    unroll=1, backward_unroll=3, sigmoid_via_tanh=False, hoist_input=False, grads_after_scan=True
+    unroll=1, backward_unroll=3, sigmoid_via_tanh=False, hoist_input=True, grads_after_scan=True
 )
 # where the kernel's choices are not the subject: quicker to compile than the unrolled default
 QUICK = Choices(unroll=1, backward_unroll=1)

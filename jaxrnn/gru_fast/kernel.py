@@ -55,7 +55,7 @@ class Choices(NamedTuple):
     unroll: int = 4
     backward_unroll: int = 4
     sigmoid_via_tanh: bool = True
-    hoist_input: bool = True
+    hoist_input: bool = False
     grads_after_scan: bool = False
 
 
