@@ -184,6 +184,10 @@ def _check_dropout(dropout, key, num_layers: int) -> None:
         check_key(key)
 
 
+def _cast(tree, dtype):
+    return jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), tree)
+
+
 def inverted_dropout(key, ys, rate: float):
     """``ys * m / (1 - rate)`` with m ~ Bernoulli(1 - rate) per entry: the mean is kept."""
     keep = jax.random.bernoulli(key, 1.0 - rate, shape_of(ys))
@@ -222,6 +226,9 @@ def apply(
             inputs = ys
         return carries, inputs
 
+    Inputs and carries are cast to the dtype of each layer's parameters (as the fast layers
+    do), so float64 inputs run through float32 parameters in float32.
+
     Args:
       params: as made by :func:`init` (or :func:`jaxrnn.interop.from_torch_layers`).
       xs: (T, *batch, D), time-major.
@@ -232,7 +239,8 @@ def apply(
       carries: optional initial carries, one per layer, each a pair ``(forward, backward)``
         when bidirectional (:func:`init_carries`); default zeros.
       dropout: the rate p in [0, 1) of inverted dropout between layers (not on the input,
-        not on the last layer's outputs); needs ``key`` when p > 0.
+        not on the last layer's outputs); needs ``key`` when p > 0. The mask after layer l
+        is drawn with ``jax.random.split(key, L - 1)[l]``.
       key: a ``jax.random`` key for the dropout masks.
       residual: add each layer's input to its output, from the second layer on (their
         sizes must agree).
@@ -294,7 +302,11 @@ def apply(
         outs, ends = [], []
         for direction, carry in zip(directions, start, strict=True):
             end, ys = run(
-                entry[direction], carry, inputs, lengths=lengths, reverse=direction == "backward"
+                entry[direction],
+                _cast(carry, dtype),
+                _cast(inputs, dtype),
+                lengths=lengths,
+                reverse=direction == "backward",
             )
             outs.append(ys)
             ends.append(end)
