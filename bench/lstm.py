@@ -172,7 +172,7 @@ def peers_table(params, xs, rounds):
     fast_f, fast_fb, _, fast_fb_min = medians["jaxrnn lstm_layer (hand BPTT)"]
     rows = []
     for name, (f, fb, _, fb_min) in medians.items():
-        _, _, mem_f, mem_fb = contenders[name]
+        _, _, mem_f, mem_fb, compile_s = contenders[name]
         rows.append(
             [
                 name,
@@ -196,6 +196,7 @@ def peers_table(params, xs, rounds):
         "same, of minima",
         "peak MB fwd",
         "peak MB fwd+bwd",
+        "compile s fwd+bwd",
     ]
     return markdown_table(header, rows), medians
 
@@ -378,11 +379,21 @@ The second comparison in the same run (the table of choices, default row) gives
 # table above; writes the section "gru" of bench/RESULTS.md.
 
 
+def _gru_contender(outputs, args):
+    """:func:`_jax_contender` and the seconds XLA takes to compile its forward+backward."""
+    import time
+
+    grad = jax.jit(jax.grad(lambda *a: outputs(*a).sum(), argnums=(0, 1)))
+    start = time.perf_counter()
+    grad.lower(*args).compile()
+    return (*_jax_contender(outputs, args), time.perf_counter() - start)
+
+
 def gru_fast(params, xs, choices=None):
     from jaxrnn.cells import gru
 
     carry = gru.init_carry((B,), H)
-    return _jax_contender(
+    return _gru_contender(
         lambda p, x: jaxrnn.gru_layer(p, carry, x, choices=choices)[1], (params, xs)
     )
 
@@ -391,7 +402,7 @@ def gru_autodiff(params, xs):
     from jaxrnn.cells import gru
 
     carry = gru.init_carry((B,), H)
-    return _jax_contender(lambda p, x: jaxrnn.scan(gru.apply, p, carry, x)[1], (params, xs))
+    return _gru_contender(lambda p, x: jaxrnn.scan(gru.apply, p, carry, x)[1], (params, xs))
 
 
 def flax_gru(params, xs):
@@ -399,7 +410,7 @@ def flax_gru(params, xs):
 
     rnn = nn.RNN(nn.GRUCell(H), time_major=True)
     variables = {"params": {"cell": jaxrnn.interop.to_flax_gru_cell(params)}}
-    return _jax_contender(lambda v, x: rnn.apply(v, x), (variables, xs))
+    return _gru_contender(lambda v, x: rnn.apply(v, x), (variables, xs))
 
 
 def torch_gru(params, xs):
@@ -419,7 +430,7 @@ def torch_gru(params, xs):
     def forward_backward():
         return torch.autograd.grad(module(x)[0].sum(), weights + [x])
 
-    return forward, forward_backward, None, None
+    return forward, forward_backward, None, None, None
 
 
 def gru_tables(params, xs, rounds):
@@ -427,8 +438,8 @@ def gru_tables(params, xs, rounds):
     from jaxrnn.gru_fast import Choices as GruChoices
 
     choices = {
-        "unroll 1 (fwd and bwd)": GruChoices(unroll=1, backward_unroll=1),
-        "unroll 8": GruChoices(unroll=8, backward_unroll=8),
+        "unroll 2 (fwd and bwd)": GruChoices(unroll=2, backward_unroll=2),
+        "unroll 4": GruChoices(unroll=4, backward_unroll=4),
         "sigmoid as jax.nn.sigmoid": GruChoices(sigmoid_via_tanh=False),
         "input projection hoisted out of the scan": GruChoices(hoist_input=True),
         "weight/input grads as matmuls after the reverse scan": GruChoices(grads_after_scan=True),
@@ -445,7 +456,7 @@ def gru_tables(params, xs, rounds):
     fast_f, fast_fb, _, fast_fb_min = medians[fast]
     rows = []
     for name, (f, fb, _, fb_min) in medians.items():
-        _, _, mem_f, mem_fb = contenders[name]
+        _, _, mem_f, mem_fb, compile_s = contenders[name]
         rows.append(
             [
                 f"{name}: {GruChoices()}" if name == fast else name,
@@ -457,6 +468,7 @@ def gru_tables(params, xs, rounds):
                 f"{fast_fb_min / fb_min:.2f}x",
                 "—" if mem_f is None else f"{mem_f:.1f}",
                 "—" if mem_fb is None else f"{mem_fb:.1f}",
+                "—" if compile_s is None else f"{compile_s:.1f}",
             ]
         )
     header = [
@@ -469,6 +481,7 @@ def gru_tables(params, xs, rounds):
         "same, of minima",
         "peak MB fwd",
         "peak MB fwd+bwd",
+        "compile s fwd+bwd",
     ]
     return markdown_table(header, rows), medians
 
@@ -499,7 +512,8 @@ T = {T}, B = {B}, D = {D}, H = {H}, float32; loss sum(ys), gradients with respec
 weights and the inputs. Medians of {args.rounds} interleaved rounds after 2 warm-up calls, all
 rows of the table in the same rounds. PyTorch runs with `torch.set_num_threads({THREADS})`.
 Peak memory for JAX as in the LSTM section (XLA's `memory_analysis()`); not measured for
-PyTorch here. 1-minute load average at the end of the run: {load:.1f} on {THREADS} cores.
+PyTorch here. Compile: seconds to lower and compile the jitted forward+backward once.
+1-minute load average at the end of the run: {load:.1f} on {THREADS} cores.
 
 Forward+backward of `jaxrnn.gru_layer` against the strongest baseline of each kind, same
 run: PyTorch `nn.GRU` takes {ratios["PyTorch nn.GRU"]:.2f}x its time, autodiff of the plain

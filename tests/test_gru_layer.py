@@ -16,10 +16,8 @@ T, B, D, H = 7, 4, 3, 5
 LENGTHS = [7, 3, 0, 1]
 # every non-default choice at once (the default is covered by the other tests)
 OTHER_CHOICES = Choices(
-    unroll=1, backward_unroll=3, sigmoid_via_tanh=False, hoist_input=True, grads_after_scan=True
+    unroll=3, backward_unroll=2, sigmoid_via_tanh=False, hoist_input=True, grads_after_scan=True
 )
-# where the kernel's choices are not the subject: quicker to compile than the unrolled default
-QUICK = Choices(unroll=1, backward_unroll=1)
 
 
 def _setup(seed, batch=(B,), n_steps=T, dtype=jnp.float64):
@@ -116,7 +114,7 @@ def test_nan_padding_reaches_neither_outputs_nor_gradients():
     padded = xs.at[3:, 1].set(jnp.nan).at[:, 2].set(jnp.nan).at[1:, 3].set(jnp.nan)
 
     def loss(p, c, x):
-        h, ys = jaxrnn.gru_layer(p, c, x, lengths=lengths, reverse=True, choices=QUICK)
+        h, ys = jaxrnn.gru_layer(p, c, x, lengths=lengths, reverse=True)
         return jnp.sum(ys) + jnp.sum(h**2)
 
     grad = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
@@ -136,8 +134,7 @@ def test_a_sequence_of_length_zero_passes_its_carry_and_gradient_through():
     np.testing.assert_array_equal(h, carry)
     assert not np.asarray(ys).any()
     d_params, d_carry = jax.grad(
-        lambda p, c: jaxrnn.gru_layer(p, c, xs, lengths=lengths, choices=QUICK)[0].sum(),
-        argnums=(0, 1),
+        lambda p, c: jaxrnn.gru_layer(p, c, xs, lengths=lengths)[0].sum(), argnums=(0, 1)
     )(params, carry)
     np.testing.assert_array_equal(d_carry, np.ones((B, H)))
     assert not any(np.asarray(g).any() for g in jax.tree.leaves(d_params))

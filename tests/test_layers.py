@@ -3,6 +3,8 @@ packed variable-length sequences (float32 <= 1e-5), to an independent NumPy loop
 residuals), the fast layers to the plain scan (values and gradients, float64); dropout
 between layers only; every bad input named."""
 
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -88,7 +90,7 @@ def _numpy_stack(params, xs, lengths, residual):
 
 @pytest.mark.parametrize("residual", [False, True], ids=["plain", "residual"])
 def test_any_cell_equals_a_numpy_loop_with_lengths_and_residuals(residual):
-    params = layers.init(jax.random.PRNGKey(0), elman, D, H, 3, bidirectional=True)
+    params = layers.init(jax.random.PRNGKey(0), elman, D, H, 2, bidirectional=True)
     params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64) * 2, params)
     xs = _inputs(2, np.float64)
     run = jax.jit(lambda p, x: layers.apply(p, x, cell=elman, lengths=LENGTHS, residual=residual))
@@ -99,7 +101,7 @@ def test_any_cell_equals_a_numpy_loop_with_lengths_and_residuals(residual):
 def test_fast_layers_equal_the_plain_scan():
     # a GRU stack with dropout: the same key gives the same masks on both paths (the
     # gradients of the fast layers are tested against the plain scan in test_gru_layer.py)
-    params = layers.init(jax.random.PRNGKey(1), gru, D, H, 2, bidirectional=True)
+    params = layers.init(jax.random.PRNGKey(1), gru, D, H, 2)
     params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params)
     xs, key = _inputs(3, np.float64), jax.random.PRNGKey(7)
     run = {
@@ -201,3 +203,19 @@ def test_bad_arguments_are_named():
     for call, message in cases:
         with pytest.raises(ValueError, match=message):
             call()
+
+
+# --- the README's example ---------------------------------------------------------------------
+
+
+def test_the_readme_example_trains_as_written(capsys):
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("### Stacked and bidirectional layers", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace = {}
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - our own README
+    assert namespace["result"].history.losses.shape == (300,)
+    accuracy = np.mean(np.asarray(namespace["predicted"]) == np.asarray(namespace["labels"]))
+    assert accuracy > 0.9  # README: about 97%
+    printed = capsys.readouterr().out
+    assert float(printed.split("held-out accuracy ")[1]) == pytest.approx(accuracy, abs=1e-3)

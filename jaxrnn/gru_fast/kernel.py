@@ -52,8 +52,8 @@ class Choices(NamedTuple):
         scan (True), or accumulated inside it step by step (False).
     """
 
-    unroll: int = 4
-    backward_unroll: int = 4
+    unroll: int = 1
+    backward_unroll: int = 1
     sigmoid_via_tanh: bool = True
     hoist_input: bool = False
     grads_after_scan: bool = False
