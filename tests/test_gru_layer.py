@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from test_cells import np_gru
+from test_lstm_layer import _max_relative_error
 
 import jaxrnn
 from jaxrnn.cells import gru
@@ -60,15 +61,6 @@ def _gradients(params, carry, xs, lengths, reverse, choices=None):
     scan = lambda p, c, x, **kw: jaxrnn.scan(gru.apply, p, c, x, **kw)
     fast = lambda p, c, x, **kw: jaxrnn.gru_layer(p, c, x, choices=choices, **kw)
     return loss(scan)(params, carry, xs), loss(fast)(params, carry, xs)
-
-
-def _max_relative_error(expected, got):
-    errors = jax.tree_util.tree_map(
-        lambda e, g: float(jnp.max(jnp.abs(e - g)) / max(float(jnp.max(jnp.abs(e))), 1e-300)),
-        expected,
-        got,
-    )
-    return max(jax.tree_util.tree_leaves(errors))
 
 
 def test_forward_equals_a_numpy_loop_with_lengths_and_reverse():

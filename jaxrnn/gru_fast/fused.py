@@ -27,12 +27,8 @@ def fuse(params: dict):
 
 def unfuse(W, U, b, b_hn) -> dict:
     """The inverse of :func:`fuse`: the four fused arrays -> a cells.gru dict."""
-    hidden = U.shape[0]
-    params = {}
-    for k, gate in enumerate(FUSED_ORDER):
-        cols = slice(k * hidden, (k + 1) * hidden)
-        params[f"W_{gate}"] = W[:, cols].T
-        params[f"U_{gate}"] = U[:, cols].T
-        params[f"b_{gate}"] = b[cols]
-    params["b_hn"] = b_hn
+    blocks = [jnp.split(a, len(FUSED_ORDER), axis=-1) for a in (W, U, b)]
+    params = {"b_hn": b_hn}
+    for gate, w, u, bias in zip(FUSED_ORDER, *blocks, strict=True):
+        params.update({f"W_{gate}": w.T, f"U_{gate}": u.T, f"b_{gate}": bias})
     return params
