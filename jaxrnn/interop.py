@@ -80,6 +80,14 @@ def _check_cell_params(params, kind: str) -> None:
     check_params(params, _CELLS[kind].param_shapes(in_dim, hidden))
 
 
+def _refuse_projection(state_dict) -> None:
+    if any(key.startswith("weight_hr_l") for key in state_dict):
+        raise ValueError(
+            "state_dict: an nn.LSTM with proj_size > 0 (weight_hr_l* entries) is not the "
+            "cell of SPEC §4: its h_t is projected to a smaller size; use proj_size=0"
+        )
+
+
 def _from_torch(state_dict, kind: str, layer: int, reverse: bool, dtype) -> dict:
     """One layer and direction of an ``nn.LSTM`` (kind "lstm") or ``nn.GRU`` state dict."""
     if not isinstance(state_dict, Mapping):
@@ -89,16 +97,12 @@ def _from_torch(state_dict, kind: str, layer: int, reverse: bool, dtype) -> dict
     missing = [names[k] for k in ("weight_ih", "weight_hh") if names[k] not in state_dict]
     if missing:
         raise ValueError(f"state_dict: missing {missing}; has {sorted(state_dict)}")
-    if any(key.startswith("weight_hr_l") for key in state_dict):
-        raise ValueError(
-            "state_dict: an nn.LSTM with proj_size > 0 (weight_hr_l* entries) is not the "
-            "cell of SPEC §4: its h_t is projected to a smaller size; use proj_size=0"
-        )
+    _refuse_projection(state_dict)
     w_ih = _to_numpy(state_dict[names["weight_ih"]], name=names["weight_ih"])
     w_hh = _to_numpy(state_dict[names["weight_hh"]], name=names["weight_hh"])
     n_gates = len(order)
     if w_hh.ndim != 2 or w_hh.shape[0] != n_gates * w_hh.shape[1]:
-        rows_per_h = w_hh.shape[0] / w_hh.shape[1] if w_hh.ndim == 2 else None
+        rows_per_h = w_hh.shape[0] / w_hh.shape[1] if w_hh.ndim == 2 and w_hh.shape[1] else None
         other = [m for m, o in _TORCH.values() if m != module and len(o) == rows_per_h]
         hint = f": the shape of an {other[0]}'s, not an {module}'s" if other else ""
         raise ValueError(
@@ -235,11 +239,7 @@ def _torch_architecture(state_dict, module: str) -> tuple[int, bool]:
     """(num_layers, bidirectional) of a whole ``nn.LSTM``/``nn.GRU`` state dict, checked."""
     if not isinstance(state_dict, Mapping):
         raise ValueError(f"state_dict: expected a mapping, got {type(state_dict).__name__}")
-    if any(key.startswith("weight_hr_l") for key in state_dict):
-        raise ValueError(
-            "state_dict: an nn.LSTM with proj_size > 0 (weight_hr_l* entries) is not the "
-            "cell of SPEC §4: its h_t is projected to a smaller size; use proj_size=0"
-        )
+    _refuse_projection(state_dict)
     entries = {key: _TORCH_ENTRY.fullmatch(key) for key in state_dict}
     strangers = sorted(key for key, match in entries.items() if match is None)
     if strangers:

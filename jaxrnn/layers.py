@@ -168,7 +168,7 @@ def _hidden_size(cell, cell_name, layer_params, in_dim: int, where: str, reads: 
     )
 
 
-def _check_dropout(dropout, key, num_layers: int) -> None:
+def _check_dropout(dropout, key) -> None:
     if (
         isinstance(dropout, bool)
         or not isinstance(dropout, numbers.Real)
@@ -182,6 +182,18 @@ def _check_dropout(dropout, key, num_layers: int) -> None:
         )
     if key is not None:
         check_key(key)
+
+
+def _layer_carries(carry, layer: int, directions) -> list:
+    """A layer's given carry as one carry per direction."""
+    if len(directions) == 1:
+        return [carry]
+    if not (isinstance(carry, (list, tuple)) and len(carry) == 2):
+        raise ValueError(
+            f"carries[{layer}]: expected a pair (forward, backward) of carries, got "
+            f"{describe(carry)}"
+        )
+    return list(carry)
 
 
 def _cast(tree, dtype):
@@ -259,7 +271,7 @@ def apply(
     cell_name = _check_cell(cell)
     directions = _check_params(params)
     num_layers = len(params)
-    _check_dropout(dropout, key, num_layers)
+    _check_dropout(dropout, key)
     xs_shape = shape_of(xs)
     if len(xs_shape) < 2:
         raise ValueError(f"xs: expected shape (T, *batch, D), got {xs_shape}")
@@ -282,7 +294,8 @@ def apply(
     inputs, finals = xs, []
     for layer, entry in enumerate(params):
         in_dim = shape_of(inputs)[-1]
-        reads = "xs" if layer == 0 else f"the {len(directions)} x H outputs of layer {layer - 1}"
+        width = "2 x H" if len(directions) == 2 else "H"
+        reads = "xs" if layer == 0 else f"the {width} outputs of layer {layer - 1}"
         sizes = {
             d: _hidden_size(cell, cell_name, entry[d], in_dim, f"params[{layer}][{d!r}]", reads)
             for d in directions
@@ -290,15 +303,8 @@ def apply(
         dtype = dtype_of(jax.tree_util.tree_leaves(entry["forward"])[0])
         if carries is None:
             start = [cell.init_carry(xs_shape[1:-1], sizes[d], dtype) for d in directions]
-        elif len(directions) == 2:
-            if not (isinstance(carries[layer], (list, tuple)) and len(carries[layer]) == 2):
-                raise ValueError(
-                    f"carries[{layer}]: expected a pair (forward, backward) of carries, got "
-                    f"{describe(carries[layer])}"
-                )
-            start = list(carries[layer])
         else:
-            start = [carries[layer]]
+            start = _layer_carries(carries[layer], layer, directions)
         outs, ends = [], []
         for direction, carry in zip(directions, start, strict=True):
             end, ys = run(
