@@ -501,20 +501,25 @@ def gru_main(argv=None) -> int:
     xs = jax.random.normal(key_x, (T, B, D), jnp.float32)
     table, medians = gru_tables(params, xs, args.rounds)
     print(table, flush=True)
-    fast_fb = medians["jaxrnn gru_layer (hand BPTT)"][1]
-    torch_fb = min(fb for name, (_, fb, *_) in medians.items() if name.startswith("PyTorch"))
-    ratios = {
-        "PyTorch nn.GRU": torch_fb / fast_fb,
-        **{
-            name: medians[name][1] / fast_fb
-            for name in ("jaxrnn scan + jax.grad", "flax.linen RNN(GRUCell)")
-        },
+    _, fast_fb, _, fast_fb_min = medians["jaxrnn gru_layer (hand BPTT)"]
+    torch_rows = [m for name, m in medians.items() if name.startswith("PyTorch")]
+    baselines = {
+        "PyTorch `nn.GRU` (the faster of its two rows)": (
+            min(m[1] for m in torch_rows),
+            min(m[3] for m in torch_rows),
+        ),
+        "autodiff of the plain scan": medians["jaxrnn scan + jax.grad"][1::2],
+        "flax `RNN(GRUCell)`": medians["flax.linen RNN(GRUCell)"][1::2],
     }
+    summary = "\n".join(
+        f"- {name}: {fb / fast_fb:.2f}x its time ({fb_min / fast_fb_min:.2f}x of minima)"
+        for name, (fb, fb_min) in baselines.items()
+    )
     load = os.getloadavg()[0]
     load_note = (
-        "The machine was shared (load above 1.5 x its cores): PyTorch's OpenMP threads, which "
-        "wait for each other at every op, suffer far more from that than XLA, so its row "
-        "flatters JAX; the 1-thread row is the steadier PyTorch baseline then."
+        "The machine was shared (load above 1.5 x its cores): PyTorch's OpenMP threads, which\n"
+        "wait for each other at every op, suffer far more from that than XLA, so its all-threads\n"
+        "row flatters JAX; the 1-thread row is the steadier PyTorch baseline then."
         if load > 1.5 * THREADS
         else "The machine was lightly loaded, so these ratios are representative."
     )
@@ -532,12 +537,14 @@ PyTorch here. Compile: seconds to lower and compile the jitted forward+backward 
 
 {load_note}
 
-Forward+backward of `jaxrnn.gru_layer` against the strongest baseline of each kind, same
-run: PyTorch `nn.GRU` (the faster of its two rows) takes {ratios["PyTorch nn.GRU"]:.2f}x its
-time, autodiff of the plain
-scan {ratios["jaxrnn scan + jax.grad"]:.2f}x, flax `RNN(GRUCell)`
-{ratios["flax.linen RNN(GRUCell)"]:.2f}x (above 1: the fast layer is faster). The rows
-"choice: ..." change one kernel choice of `jaxrnn.gru_fast.Choices` from the default.
+Forward+backward of `jaxrnn.gru_layer` against the strongest baseline of each kind, same run
+(ratios of medians, and of minima: the rounds least disturbed by other jobs; above 1: the
+fast layer is faster):
+
+{summary}
+
+The rows "choice: ..." change one kernel choice of `jaxrnn.gru_fast.Choices` from the
+default; the default unrolls one step, which compiles fastest at about the same speed.
 
 {table}
 """
