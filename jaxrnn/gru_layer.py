@@ -55,7 +55,8 @@ def gru_layer(params: dict, carry, xs, *, lengths=None, reverse: bool = False, c
       lengths: optional integer (*batch,) with values in [0, T].
       reverse: run each sequence from its last step (``lengths[n] - 1``, or T - 1) to 0.
       choices: how the kernel is computed (:class:`jaxrnn.gru_fast.Choices`); the default
-        is the fastest measured on CPU. Results do not depend on it beyond rounding.
+        is as fast as any measured on CPU and compiles fastest. Results do not depend on it
+        beyond rounding.
 
     Returns:
       ``(h_T, ys)``: the final carry (*batch, H) and ys (T, *batch, H).
