@@ -8,6 +8,11 @@ kernel's outputs back, with ``jaxrnn.scan``'s meaning of ``lengths`` and ``rever
     padding steps (t >= L_n) see zeros (so NaN padding reaches neither outputs nor
     gradients), keep the carry and output zeros; with ``reverse`` each sequence's first
     L_n steps are reversed before the kernel and its outputs are reversed back.
+
+Inside ``jax.shard_map`` a value may vary over manual mesh axes or not (a carry made inside
+the map by ``init_carry`` does not; a shard of ``xs`` does). A ``lax.scan`` needs its carry
+to vary as its outputs do, and a ``custom_vjp`` must return cotangents that vary as its
+inputs do: :func:`vary_like` and :func:`sum_to_like` do both, and nothing outside a map.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -120,3 +126,37 @@ def unflatten_outputs(ys, flat: FlatBatch, *, reverse: bool):
     if reverse:
         ys = reverse_within_lengths(ys, flat.lengths)
     return ys.reshape(ys.shape[0], *flat.batch, ys.shape[-1])
+
+
+def varying_axes(x) -> frozenset:
+    """The manual mesh axes ``x`` varies over inside ``jax.shard_map`` (empty outside)."""
+    aval = jax.typeof(x)
+    manual = getattr(aval, "mat", None)  # JAX 0.10: the manual axis type
+    if manual is not None:
+        return frozenset(manual.varying)
+    return frozenset(getattr(aval, "vma", ()))
+
+
+def vary_like(tree, *references):
+    """``tree`` made to vary over every manual axis one of the ``references`` varies over.
+
+    The values are unchanged (``jax.lax.pcast(..., to="varying")``); ``None`` references
+    are skipped.
+    """
+    axes = frozenset().union(*(varying_axes(r) for r in references if r is not None))
+
+    def one(leaf):
+        missing = tuple(sorted(axes - varying_axes(leaf)))
+        return jax.lax.pcast(leaf, missing, to="varying") if missing else leaf
+
+    return jax.tree_util.tree_map(one, tree) if axes else tree
+
+
+def sum_to_like(cotangent, primal):
+    """The cotangent of ``primal``: summed (``psum``) over the axes only it varies over.
+
+    A value that does not vary over a mesh axis is used by every shard of that axis, so its
+    cotangent is the sum of the shards' cotangents.
+    """
+    extra = tuple(sorted(varying_axes(cotangent) - varying_axes(primal)))
+    return jax.lax.psum(cotangent, extra) if extra else cotangent

@@ -23,6 +23,7 @@ from jaxrnn._fast_layer import (
     check_reverse,
     flatten,
     unflatten_outputs,
+    vary_like,
 )
 from jaxrnn.cells import gru
 from jaxrnn.gru_fast.fused import fuse
@@ -74,5 +75,6 @@ def gru_layer(params: dict, carry, xs, *, lengths=None, reverse: bool = False, c
     if shape_of(xs)[0] == 0:
         return h0, jnp.zeros((0, *shape_of(h0)), dtype)
     W, U, b, b_hn = fuse(params)
-    hs = gru_scan(choices, W, U, b, b_hn, h0.reshape(-1, hidden), flat.xs, flat.mask)
+    h0_flat = vary_like(h0.reshape(-1, hidden), flat.xs, flat.mask, W, U, b, b_hn)
+    hs = gru_scan(choices, W, U, b, b_hn, h0_flat, flat.xs, flat.mask)
     return hs[-1].reshape(shape_of(h0)), unflatten_outputs(hs, flat, reverse=reverse)

@@ -195,3 +195,25 @@ def test_bad_options_are_named():
         jaxrnn.gru_layer(params, carry, xs, choices=Choices(unroll=0))
     with pytest.raises(ValueError, match="lengths: expected values in"):
         jaxrnn.gru_layer(params, carry, xs, lengths=jnp.array([8, 1, 1, 1]))
+
+
+def test_inside_shard_map_with_a_carry_made_inside():
+    # one device is enough: inside the map xs varies over the mesh axis and a carry made by
+    # init_carry does not; the scan and the custom_vjp must reconcile the two
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("batch",))
+    params, _, xs = _setup(9)
+    lengths = jnp.array(LENGTHS)
+
+    def inside(p, x, n):
+        return jaxrnn.gru_layer(p, gru.init_carry(x.shape[1:2], H, x.dtype), x, lengths=n)[1]
+
+    spec = jax.sharding.PartitionSpec
+    mapped = jax.shard_map(
+        inside,
+        mesh=mesh,
+        in_specs=(spec(), spec(None, "batch"), spec("batch")),
+        out_specs=spec(None, "batch"),
+    )
+    grad = lambda run: jax.jit(jax.grad(lambda p, x: jnp.sum(run(p, x, lengths) ** 2), (0, 1)))
+    expected, got = grad(inside)(params, xs), grad(mapped)(params, xs)
+    assert _max_relative_error(expected, got) <= 1e-12

@@ -117,6 +117,33 @@ def test_fast_layers_equal_the_plain_scan():
         np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("cell", [gru, elman], ids=["fast_gru", "scan_elman"])
+def test_inside_shard_map_the_carries_made_inside_vary_with_the_batch(cell):
+    # a one-device mesh has the same rules: xs varies over the mesh axis, zero carries made
+    # inside do not until the stack makes them; gradients equal those outside the map
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("batch",))
+    spec = jax.sharding.PartitionSpec
+    params = layers.init(jax.random.PRNGKey(8), cell, D, H, 1, bidirectional=True)
+    params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params)
+    xs = _inputs(9, np.float64)
+
+    def inside(p, x, n):
+        return layers.apply(p, x, cell=cell, lengths=n)[1]
+
+    mapped = jax.shard_map(
+        inside,
+        mesh=mesh,
+        in_specs=(spec(), spec(None, "batch"), spec("batch")),
+        out_specs=spec(None, "batch"),
+    )
+    grads = [
+        jax.jit(jax.grad(lambda p, run=run: jnp.sum(run(p, xs, LENGTHS) ** 2)))(params)
+        for run in (inside, mapped)
+    ]
+    for got, want in zip(jax.tree.leaves(grads[1]), jax.tree.leaves(grads[0]), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+
+
 # --- dropout, carries, sizes ----------------------------------------------------------------
 
 

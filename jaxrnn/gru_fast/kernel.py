@@ -41,6 +41,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxrnn._fast_layer import sum_to_like, vary_like
+
 
 class Choices(NamedTuple):
     """How the fused GRU kernel is computed (all results are equal up to rounding).
@@ -121,11 +123,11 @@ def gru_scan(choices: Choices, W, U, b, b_hn, h0, xs, mask):
 
 def _gru_scan_fwd(choices, W, U, b, b_hn, h0, xs, mask):
     hs, Gs, Ars, zs = _forward(choices, W, U, b, b_hn, h0, xs, mask, keep=True)
-    return hs, (W, U, h0, xs, hs, Gs, Ars, zs)
+    return hs, (W, U, b, b_hn, h0, xs, hs, Gs, Ars, zs)
 
 
 def _gru_scan_bwd(choices, residuals, dhs):
-    W, U, h0, xs, hs, Gs, Ars, zs = residuals
+    W, U, b, b_hn, h0, xs, hs, Gs, Ars, zs = residuals
     hs_prev = jnp.concatenate([h0[None], hs[:-1]], axis=0)  # h_{t-1} for each t
     U_T = U.T
     hidden = U.shape[0]
@@ -149,6 +151,7 @@ def _gru_scan_bwd(choices, residuals, dhs):
     if accumulate:
         init += (jnp.zeros_like(W), jnp.zeros_like(U), jnp.zeros(U.shape[1], U.dtype))
         init += (jnp.zeros(hidden, U.dtype),)
+    init = vary_like(init, dhs, Gs, xs)  # inside shard_map: as the per-step terms vary
     carry, per_step = jax.lax.scan(
         step,
         init,
@@ -169,7 +172,9 @@ def _gru_scan_bwd(choices, residuals, dhs):
         db = dp_flat.sum(0)
         db_hn = dq_flat[:, 2 * hidden :].sum(0)
         dxs = dps @ W.T
-    return dW, dU, db, db_hn, dh0, dxs, None
+    primals = (W, U, b, b_hn, h0, xs)
+    cotangents = (dW, dU, db, db_hn, dh0, dxs)
+    return (*(sum_to_like(c, p) for c, p in zip(cotangents, primals, strict=True)), None)
 
 
 gru_scan.defvjp(_gru_scan_fwd, _gru_scan_bwd)
