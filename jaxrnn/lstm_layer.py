@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrnn._checks import check_last_dim, check_lengths, check_matrix, dtype_of, shape_of
+from jaxrnn._varying import vary_like
 from jaxrnn.cells import lstm
 from jaxrnn.lstm_fast.fused import fuse
 from jaxrnn.lstm_fast.kernel import Choices, lstm_scan_split
@@ -45,7 +46,7 @@ def _check_inputs(params, carry, xs, choices):
             )
     if not isinstance(choices, Choices):
         raise ValueError(f"choices: expected a jaxrnn.lstm_fast.Choices, got {choices!r}")
-    for name in ("unroll", "backward_unroll", "batch_split"):
+    for name in ("unroll", "backward_unroll", "batch_split", "block"):
         value = getattr(choices, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"choices.{name}: expected a positive integer, got {value!r}")
@@ -74,6 +75,7 @@ def lstm_layer(
     lengths=None,
     reverse: bool = False,
     choices: Choices | None = None,
+    checkify_lengths: bool = False,
 ):
     """Run the vector LSTM over ``xs``; the gradient is the hand BPTT, not autodiff.
 
@@ -99,6 +101,8 @@ def lstm_layer(
       xs: (T, *batch, D).
       lengths: optional integer (*batch,) with values in [0, T].
       reverse: run each sequence from its last step (``lengths[n] - 1``, or T - 1) to 0.
+      checkify_lengths: check traced ``lengths`` as a ``checkify.check`` (see
+        :func:`jaxrnn.scan`); without it a traced value outside [0, T] acts as the bound.
       choices: how the kernel is computed (:class:`jaxrnn.lstm_fast.Choices`); the default
         is the fastest measured on CPU. Results do not depend on it beyond rounding.
 
@@ -112,9 +116,10 @@ def lstm_layer(
     xs_shape = shape_of(xs)
     n_steps, batch, in_dim = xs_shape[0], xs_shape[1:-1], xs_shape[-1]
     if lengths is not None:
-        check_lengths(lengths, xs, n_steps)
-    c0 = jnp.asarray(carry[0], dtype)
-    h0 = jnp.asarray(carry[1], dtype)
+        lengths = check_lengths(lengths, xs, n_steps, checkify_values=checkify_lengths)
+    c0, h0 = vary_like(
+        (jnp.asarray(carry[0], dtype), jnp.asarray(carry[1], dtype)), params, xs, lengths
+    )  # a carry made inside jax.shard_map varies over the axes of the inputs
     if n_steps == 0:
         hidden = shape_of(c0)[-1]
         return (c0, h0), jnp.zeros((0, *batch, hidden), dtype)

@@ -113,13 +113,25 @@ def wavefront(params: dict, x, *, sizes=None, min_length: int = 8, fill: float =
         check_sizes_arg(sizes, batch, height, width)
         mask = flatten_grid(size_mask(sizes, height, width)[..., None], len(batch))[..., 0]
 
+    gates = 5 * hidden
+    # [U_W, U_N] (hidden, 10 hidden): h @ it gives a cell's terms for both of its neighbours
+    side_by_side = jnp.concatenate([u[:hidden], u[hidden:]], axis=1)
+
     def step(west, north, projected_cells):
-        pre = projected_cells + jnp.concatenate([west[1], north[1]], -1) @ u
+        # west = (c(i-1, j), h(i-1, j) @ [U_W, U_N]), north likewise for (i, j-1)
+        pre = projected_cells + west[1][..., :gates] + north[1][..., gates:]
         c, h = _update(pre, west[0], north[0])
         return (c, h), h
 
-    sizes_ = ((hidden, dtype), (hidden, dtype))
     hs = run_diagonals(
-        step, projected, sizes_, height, width, mask=mask, min_length=min_length, fill=fill
+        step,
+        projected,
+        ((hidden, dtype), (hidden, dtype)),
+        height,
+        width,
+        mask=mask,
+        mix=lambda state: (state[0], state[1] @ side_by_side),
+        min_length=min_length,
+        fill=fill,
     )
     return unflatten_grid(hs, batch, height, width)

@@ -48,6 +48,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from jaxrnn._checks import check_lengths, check_positive_int, dtype_of, is_concrete, shape_of
+from jaxrnn._varying import sum_like, vary_like
 from jaxrnn.parallel.linear import linear_recurrence
 from jaxrnn.scan import scan
 
@@ -122,6 +123,7 @@ def _newton(step, params, s0, xs, *, max_iters: int, tol: float, jacobian: str):
         return k + 1, new, history.at[k].set(update), update
 
     start = (jnp.asarray(0, jnp.int32), guess, history, jnp.asarray(jnp.inf, s0.dtype))
+    start = vary_like(start, params, s0, xs)  # inside jax.shard_map: vary as the inputs do
     k, states, history, update = jax.lax.while_loop(keep_going, iterate, start)
     return states, k, update <= tol, history
 
@@ -145,7 +147,8 @@ def _fixed_point_bwd(step, residuals, cotangent):
     adjoint = linear_recurrence(transitions, cotangent, jnp.zeros_like(s0), reverse=True)
     _, pullback = jax.vjp(jax.vmap(step, (None, 0, 0)), params, prev, xs)
     params_bar, prev_bar, xs_bar = pullback(adjoint)
-    return params_bar, prev_bar[0], xs_bar, jnp.zeros_like(states)
+    grads = sum_like((params_bar, prev_bar[0], xs_bar), (params, s0, xs))
+    return (*grads, vary_like(jnp.zeros_like(states), states))
 
 
 _fixed_point.defvjp(_fixed_point_fwd, _fixed_point_bwd)
