@@ -8,11 +8,6 @@ kernel's outputs back, with ``jaxrnn.scan``'s meaning of ``lengths`` and ``rever
     padding steps (t >= L_n) see zeros (so NaN padding reaches neither outputs nor
     gradients), keep the carry and output zeros; with ``reverse`` each sequence's first
     L_n steps are reversed before the kernel and its outputs are reversed back.
-
-Inside ``jax.shard_map`` a value may vary over manual mesh axes or not (a carry made inside
-the map by ``init_carry`` does not; a shard of ``xs`` does). A ``lax.scan`` needs its carry
-to vary as its outputs do, and a ``custom_vjp`` must return cotangents that vary as its
-inputs do: :func:`vary_like` and :func:`sum_to_like` do both, and nothing outside a map.
 """
 
 from __future__ import annotations
@@ -20,7 +15,6 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -95,16 +89,17 @@ def reverse_within_lengths(a, lengths):
     return jnp.take_along_axis(a, source.reshape(source.shape + (1,) * (a.ndim - 2)), axis=0)
 
 
-def flatten(xs, lengths, dtype, *, reverse: bool) -> FlatBatch:
+def flatten(xs, lengths, dtype, *, reverse: bool, checkify_lengths: bool = False) -> FlatBatch:
     """``xs`` (T, *batch, D) and ``lengths`` -> a :class:`FlatBatch` ready for the kernel.
 
     ``lengths`` (checked here) may cover only the leading batch axes, as in ``jaxrnn.scan``;
-    under ``jit`` a value outside [0, T] cannot be rejected and acts as the nearest bound.
+    under ``jit`` a value outside [0, T] cannot be rejected and acts as the nearest bound,
+    unless ``checkify_lengths`` makes the check a ``checkify.check`` (see ``jaxrnn.scan``).
     """
     xs_shape = shape_of(xs)
     n_steps, batch, in_dim = xs_shape[0], xs_shape[1:-1], xs_shape[-1]
     if lengths is not None:
-        check_lengths(lengths, xs, n_steps)
+        lengths = check_lengths(lengths, xs, n_steps, checkify_values=checkify_lengths)
     n_seq = math.prod(batch)
     xs_flat = jnp.asarray(xs, dtype).reshape(n_steps, n_seq, in_dim)
     mask = flat_lengths = None
@@ -126,37 +121,3 @@ def unflatten_outputs(ys, flat: FlatBatch, *, reverse: bool):
     if reverse:
         ys = reverse_within_lengths(ys, flat.lengths)
     return ys.reshape(ys.shape[0], *flat.batch, ys.shape[-1])
-
-
-def varying_axes(x) -> frozenset:
-    """The manual mesh axes ``x`` varies over inside ``jax.shard_map`` (empty outside)."""
-    aval = jax.typeof(x)
-    manual = getattr(aval, "mat", None)  # JAX 0.10: the manual axis type
-    if manual is not None:
-        return frozenset(manual.varying)
-    return frozenset(getattr(aval, "vma", ()))
-
-
-def vary_like(tree, *references):
-    """``tree`` made to vary over every manual axis one of the ``references`` varies over.
-
-    The values are unchanged (``jax.lax.pcast(..., to="varying")``); ``None`` references
-    are skipped.
-    """
-    axes = frozenset().union(*(varying_axes(r) for r in references if r is not None))
-
-    def one(leaf):
-        missing = tuple(sorted(axes - varying_axes(leaf)))
-        return jax.lax.pcast(leaf, missing, to="varying") if missing else leaf
-
-    return jax.tree_util.tree_map(one, tree) if axes else tree
-
-
-def sum_to_like(cotangent, primal):
-    """The cotangent of ``primal``: summed (``psum``) over the axes only it varies over.
-
-    A value that does not vary over a mesh axis is used by every shard of that axis, so its
-    cotangent is the sum of the shards' cotangents.
-    """
-    extra = tuple(sorted(varying_axes(cotangent) - varying_axes(primal)))
-    return jax.lax.psum(cotangent, extra) if extra else cotangent

@@ -23,14 +23,23 @@ from jaxrnn._fast_layer import (
     check_reverse,
     flatten,
     unflatten_outputs,
-    vary_like,
 )
+from jaxrnn._varying import vary_like
 from jaxrnn.cells import gru
 from jaxrnn.gru_fast.fused import fuse
 from jaxrnn.gru_fast.kernel import Choices, gru_scan
 
 
-def gru_layer(params: dict, carry, xs, *, lengths=None, reverse: bool = False, choices=None):
+def gru_layer(
+    params: dict,
+    carry,
+    xs,
+    *,
+    lengths=None,
+    reverse: bool = False,
+    choices=None,
+    checkify_lengths: bool = False,
+):
     """Run the GRU over ``xs``; the gradient is the hand BPTT, not autodiff.
 
     Equal to ``jaxrnn.scan(jaxrnn.cells.gru.apply, params, carry, xs, lengths=lengths,
@@ -55,6 +64,8 @@ def gru_layer(params: dict, carry, xs, *, lengths=None, reverse: bool = False, c
       xs: (T, *batch, D).
       lengths: optional integer (*batch,) with values in [0, T].
       reverse: run each sequence from its last step (``lengths[n] - 1``, or T - 1) to 0.
+      checkify_lengths: check traced ``lengths`` as a ``checkify.check`` (see
+        :func:`jaxrnn.scan`); without it a traced value outside [0, T] acts as the bound.
       choices: how the kernel is computed (:class:`jaxrnn.gru_fast.Choices`); the default
         is as fast as any measured on CPU and compiles fastest. Results do not depend on it
         beyond rounding.
@@ -71,10 +82,11 @@ def gru_layer(params: dict, carry, xs, *, lengths=None, reverse: bool = False, c
     dtype = check_layer_inputs(params, {"carry": carry}, xs)
     check_choices(choices, Choices, ("unroll", "backward_unroll"))
     h0 = jnp.asarray(carry, dtype)
-    flat = flatten(xs, lengths, dtype, reverse=reverse)
+    flat = flatten(xs, lengths, dtype, reverse=reverse, checkify_lengths=checkify_lengths)
     if shape_of(xs)[0] == 0:
         return h0, jnp.zeros((0, *shape_of(h0)), dtype)
     W, U, b, b_hn = fuse(params)
-    h0_flat = vary_like(h0.reshape(-1, hidden), flat.xs, flat.mask, W, U, b, b_hn)
+    # a carry made inside jax.shard_map varies over the axes of the inputs
+    h0_flat = vary_like(h0.reshape(-1, hidden), params, flat.xs, flat.mask)
     hs = gru_scan(choices, W, U, b, b_hn, h0_flat, flat.xs, flat.mask)
     return hs[-1].reshape(shape_of(h0)), unflatten_outputs(hs, flat, reverse=reverse)

@@ -27,7 +27,6 @@ import jax
 import jax.numpy as jnp
 
 from jaxrnn._checks import check_key, check_positive_int, describe, dtype_of, shape_of
-from jaxrnn._fast_layer import vary_like
 from jaxrnn.cells import gru, lstm
 from jaxrnn.gru_layer import gru_layer
 from jaxrnn.lstm_layer import lstm_layer
@@ -308,11 +307,9 @@ def apply(
             start = _layer_carries(carries[layer], layer, directions)
         outs, ends = [], []
         for direction, carry in zip(directions, start, strict=True):
-            # inside shard_map a carry made here must vary over the mesh axes as xs does
-            carry = vary_like(_cast(carry, dtype), inputs, lengths)
             end, ys = run(
                 entry[direction],
-                carry,
+                _cast(carry, dtype),
                 _cast(inputs, dtype),
                 lengths=lengths,
                 reverse=direction == "backward",

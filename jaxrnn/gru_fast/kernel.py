@@ -41,7 +41,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._fast_layer import sum_to_like, vary_like
+from jaxrnn._varying import sum_like, vary_like
 
 
 class Choices(NamedTuple):
@@ -172,9 +172,9 @@ def _gru_scan_bwd(choices, residuals, dhs):
         db = dp_flat.sum(0)
         db_hn = dq_flat[:, 2 * hidden :].sum(0)
         dxs = dps @ W.T
-    primals = (W, U, b, b_hn, h0, xs)
-    cotangents = (dW, dU, db, db_hn, dh0, dxs)
-    return (*(sum_to_like(c, p) for c, p in zip(cotangents, primals, strict=True)), None)
+    # inside shard_map: the gradients of replicated inputs are summed over the devices
+    cotangents = sum_like((dW, dU, db, db_hn, dh0, dxs), (W, U, b, b_hn, h0, xs))
+    return (*cotangents, None)
 
 
 gru_scan.defvjp(_gru_scan_fwd, _gru_scan_bwd)
