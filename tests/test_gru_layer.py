@@ -217,3 +217,18 @@ def test_inside_shard_map_with_a_carry_made_inside():
     grad = lambda run: jax.jit(jax.grad(lambda p, x: jnp.sum(run(p, x, lengths) ** 2), (0, 1)))
     expected, got = grad(inside)(params, xs), grad(mapped)(params, xs)
     assert _max_relative_error(expected, got) <= 1e-12
+
+
+def test_traced_lengths_out_of_range_act_as_the_bounds_unless_checkified():
+    from jax.experimental import checkify
+
+    params, carry, xs = _setup(10, batch=(2,))
+    h, ys = jax.jit(lambda n: jaxrnn.gru_layer(params, carry, xs, lengths=n))(jnp.array([-1, 99]))
+    np.testing.assert_array_equal(h[0], carry[0])  # -1 acts as 0
+    h_full, _ = jaxrnn.gru_layer(params, carry, xs)
+    np.testing.assert_allclose(h[1], h_full[1], rtol=1e-12)  # 99 acts as T
+    checked = checkify.checkify(
+        jax.jit(lambda n: jaxrnn.gru_layer(params, carry, xs, lengths=n, checkify_lengths=True))
+    )
+    assert checked(jnp.array([-1, 99]))[0].get().startswith("lengths: expected values in [0, T]")
+    assert checked(jnp.array([0, T]))[0].get() is None
