@@ -455,9 +455,190 @@ against the fast path's time per step, in µs (medians over runs):
     return 0
 
 
+# === GRU: jaxrnn.gru_layer against autodiff, PyTorch nn.GRU and flax GRUCell ===============
+# python bench/lstm.py gru [--rounds N] [--no-write]: same sizes and method as the LSTM
+# table above; writes the section "gru" of bench/RESULTS.md.
+
+
+def _gru_contender(outputs, args):
+    """:func:`_jax_contender` and the seconds XLA takes to compile its forward+backward."""
+    import time
+
+    grad = jax.jit(jax.grad(lambda *a: outputs(*a).sum(), argnums=(0, 1)))
+    start = time.perf_counter()
+    grad.lower(*args).compile()
+    return (*_jax_contender(outputs, args), time.perf_counter() - start)
+
+
+def gru_fast(params, xs, choices=None):
+    from jaxrnn.cells import gru
+
+    carry = gru.init_carry((B,), H)
+    return _gru_contender(
+        lambda p, x: jaxrnn.gru_layer(p, carry, x, choices=choices)[1], (params, xs)
+    )
+
+
+def gru_autodiff(params, xs):
+    from jaxrnn.cells import gru
+
+    carry = gru.init_carry((B,), H)
+    return _gru_contender(lambda p, x: jaxrnn.scan(gru.apply, p, carry, x)[1], (params, xs))
+
+
+def flax_gru(params, xs):
+    import flax.linen as nn
+
+    rnn = nn.RNN(nn.GRUCell(H), time_major=True)
+    variables = {"params": {"cell": jaxrnn.interop.to_flax_gru_cell(params)}}
+    return _gru_contender(lambda v, x: rnn.apply(v, x), (variables, xs))
+
+
+def torch_gru(params, xs, threads):
+    """PyTorch's nn.GRU with ``threads`` OpenMP threads (set before every call)."""
+    import numpy as np
+    import torch
+
+    module = torch.nn.GRU(D, H)
+    module.load_state_dict(jaxrnn.interop.to_torch_gru(params))
+    x = torch.from_numpy(np.array(xs)).requires_grad_(True)
+    weights = list(module.parameters())
+
+    def forward():
+        torch.set_num_threads(threads)
+        with torch.no_grad():
+            return module(x)[0]
+
+    def forward_backward():
+        torch.set_num_threads(threads)
+        return torch.autograd.grad(module(x)[0].sum(), weights + [x])
+
+    return forward, forward_backward, None, None, None
+
+
+def gru_tables(params, xs, rounds):
+    """The peers table and the table of kernel choices, from one interleaved run."""
+    from jaxrnn.gru_fast import Choices as GruChoices
+
+    choices = {
+        "unroll 2 (fwd and bwd)": GruChoices(unroll=2, backward_unroll=2),
+        "unroll 4": GruChoices(unroll=4, backward_unroll=4),
+        "sigmoid as jax.nn.sigmoid": GruChoices(sigmoid_via_tanh=False),
+        "input projection hoisted out of the scan": GruChoices(hoist_input=True),
+        "weight/input grads as matmuls after the reverse scan": GruChoices(grads_after_scan=True),
+    }
+    fast = "jaxrnn gru_layer (hand BPTT)"
+    contenders = {
+        fast: gru_fast(params, xs),
+        "jaxrnn scan + jax.grad": gru_autodiff(params, xs),
+        f"PyTorch nn.GRU, {THREADS} threads": torch_gru(params, xs, THREADS),
+        "PyTorch nn.GRU, 1 thread": torch_gru(params, xs, 1),
+        "flax.linen RNN(GRUCell)": flax_gru(params, xs),
+        **{f"choice: {name}": gru_fast(params, xs, c) for name, c in choices.items()},
+    }
+    medians = interleaved_medians(contenders, rounds)
+    fast_f, fast_fb, _, fast_fb_min = medians[fast]
+    rows = []
+    for name, (f, fb, _, fb_min) in medians.items():
+        _, _, mem_f, mem_fb, compile_s = contenders[name]
+        rows.append(
+            [
+                f"{name}: {GruChoices()}" if name == fast else name,
+                _ms(f),
+                _ms(fb),
+                _ms(fb_min),
+                f"{fast_f / f:.2f}x",
+                f"{fast_fb / fb:.2f}x",
+                f"{fast_fb_min / fb_min:.2f}x",
+                "—" if mem_f is None else f"{mem_f:.1f}",
+                "—" if mem_fb is None else f"{mem_fb:.1f}",
+                "—" if compile_s is None else f"{compile_s:.1f}",
+            ]
+        )
+    header = [
+        "contender",
+        "forward ms",
+        "fwd+bwd ms",
+        "fwd+bwd min ms",
+        "fast / this (fwd)",
+        "fast / this (fwd+bwd)",
+        "same, of minima",
+        "peak MB fwd",
+        "peak MB fwd+bwd",
+        "compile s fwd+bwd",
+    ]
+    return markdown_table(header, rows), medians
+
+
+def gru_main(argv=None) -> int:
+    from jaxrnn.cells import gru
+
+    parser = argparse.ArgumentParser(description="GRU layer on CPU: " + __doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    args = parser.parse_args(argv)
+    key_p, key_x = jax.random.split(jax.random.PRNGKey(0))
+    params = gru.init(key_p, D, H)
+    xs = jax.random.normal(key_x, (T, B, D), jnp.float32)
+    table, medians = gru_tables(params, xs, args.rounds)
+    print(table, flush=True)
+    _, fast_fb, _, fast_fb_min = medians["jaxrnn gru_layer (hand BPTT)"]
+    torch_rows = [m for name, m in medians.items() if name.startswith("PyTorch")]
+    baselines = {
+        "PyTorch `nn.GRU` (the faster of its two rows)": (
+            min(m[1] for m in torch_rows),
+            min(m[3] for m in torch_rows),
+        ),
+        "autodiff of the plain scan": medians["jaxrnn scan + jax.grad"][1::2],
+        "flax `RNN(GRUCell)`": medians["flax.linen RNN(GRUCell)"][1::2],
+    }
+    summary = "\n".join(
+        f"- {name}: {fb / fast_fb:.2f}x its time ({fb_min / fast_fb_min:.2f}x of minima)"
+        for name, (fb, fb_min) in baselines.items()
+    )
+    load = os.getloadavg()[0]
+    load_note = (
+        "The machine was shared (load above 1.5 x its cores): PyTorch's OpenMP threads, which\n"
+        "wait for each other at every op, suffer far more from that than XLA, so its all-threads\n"
+        "row flatters JAX; the 1-thread row is the steadier PyTorch baseline then."
+        if load > 1.5 * THREADS
+        else "The machine was lightly loaded, so these ratios are representative."
+    )
+    body = f"""## GRU layer, CPU (`python bench/lstm.py gru`)
+
+{machine_line()}
+
+T = {T}, B = {B}, D = {D}, H = {H}, float32; loss sum(ys), gradients with respect to all
+weights and the inputs. Medians of {args.rounds} interleaved rounds after 2 warm-up calls, all
+rows of the table in the same rounds. PyTorch runs with `torch.set_num_threads({THREADS})`, the
+cores XLA:CPU uses, and with one thread.
+Peak memory for JAX as in the LSTM section (XLA's `memory_analysis()`); not measured for
+PyTorch here. Compile: seconds to lower and compile the jitted forward+backward once.
+1-minute load average at the end of the run: {load:.1f} on {THREADS} cores.
+
+{load_note}
+
+Forward+backward of `jaxrnn.gru_layer` against the strongest baseline of each kind, same run
+(ratios of medians, and of minima: the rounds least disturbed by other jobs; above 1: the
+fast layer is faster):
+
+{summary}
+
+The rows "choice: ..." change one kernel choice of `jaxrnn.gru_fast.Choices` from the
+default; the default unrolls one step, which compiles fastest at about the same speed.
+
+{table}
+"""
+    if not args.no_write:
+        write_section("gru", body)
+    return 0
+
+
 if __name__ == "__main__":
     if "--child" in sys.argv:
         rounds = int(sys.argv[sys.argv.index("--rounds") + 1])
         print(json.dumps(measure(rounds)))
+    elif sys.argv[1:2] == ["gru"]:
+        sys.exit(gru_main(sys.argv[2:]))
     else:
         sys.exit(main())

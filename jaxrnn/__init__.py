@@ -11,6 +11,7 @@ from jaxrnn import (
     checkpoint,
     dynamics,
     interop,
+    layers,
     mdrnn,
     parallel,
     reversible,
@@ -20,6 +21,7 @@ from jaxrnn import (
     tasks,
     train,
 )
+from jaxrnn.gru_layer import gru_layer
 from jaxrnn.lstm_layer import lstm_layer
 from jaxrnn.scan import bidirectional, scan
 
@@ -32,7 +34,9 @@ __all__ = [
     "cells",
     "checkpoint",
     "dynamics",
+    "gru_layer",
     "interop",
+    "layers",
     "lstm_layer",
     "mdrnn",
     "parallel",

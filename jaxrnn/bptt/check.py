@@ -21,6 +21,7 @@ import numpy as np
 
 from jaxrnn._checks import dtype_of, is_real
 from jaxrnn.bptt import elman as elman_module
+from jaxrnn.bptt import gru as gru_module
 from jaxrnn.bptt import lstm as lstm_module
 from jaxrnn.bptt import lstm_scalar as lstm_scalar_module
 from jaxrnn.bptt import reference
@@ -42,6 +43,7 @@ MODELS = {
         elman_module.FORMULAS,
         ("activation", "double_sum"),
     ),
+    "gru": (reference.gru, gru_module.STEP_NAMES, gru_module.FORMULAS, ()),
 }
 
 #: Default relative tolerance per dtype.
@@ -199,7 +201,7 @@ def check(hand, model: str, params, xs, dL_dh, *, rtol: float | None = None, **o
       hand: ``hand(params, xs, dL_dh, **options) -> dict``, the signature of the library's
         ``jaxrnn.bptt.<model>``, returning some or all of its names with the same shapes
         and meanings (per-step entries with step t at index t-1).
-      model: ``"lstm_scalar"``, ``"lstm"`` or ``"elman"``.
+      model: ``"lstm_scalar"``, ``"lstm"``, ``"elman"`` or ``"gru"``.
       params, xs, dL_dh: as for ``jaxrnn.bptt.<model>``.
       rtol: relative tolerance; default 1e-9 in float64, 1e-4 in float32.
       options: passed to both; the Elman RNN takes ``activation`` and ``double_sum``.
