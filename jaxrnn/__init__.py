@@ -21,6 +21,7 @@ from jaxrnn import (
     train,
 )
 from jaxrnn.lstm_layer import lstm_layer
+from jaxrnn.reversible_rnn import reversible_scan
 from jaxrnn.scan import bidirectional, scan
 
 __version__ = "0.1.0"
@@ -37,6 +38,7 @@ __all__ = [
     "mdrnn",
     "parallel",
     "reversible",
+    "reversible_scan",
     "scan",
     "sharding",
     "step_rnn",

@@ -1,0 +1,418 @@
+"""Backprop through time without storing states: exactly reversible cells run backwards.
+
+``reversible_scan(cell, params, carry, xs)`` has the values of ``jaxrnn.scan(cell.apply,
+...)``; its backward pass rebuilds each carry from the next one with ``cell.inverse``
+(SPEC §9) instead of reading stored residuals, and differentiates that step with
+``jax.vjp``. It keeps only what the cell forgot: the carry's buffer words, whose high bytes
+move to a preallocated ``uint8`` memory on the fixed schedule of
+:func:`jaxrnn.exact.buffer.spill_schedule` (every unit at most m bits per step, so one byte
+every 8 / m steps), plus one 32-bit fingerprint per step.
+
+    forward, step p (t = p, or T - 1 - p under reverse):
+        B, memory = spill(B, memory, p)                    # if the schedule says so
+        fingerprints[p] = fingerprint(carry, p)
+        carry, ys[t] = cell.apply(params, carry, xs[t])     # only where t < lengths
+    backward, p = T - 1, ..., 0:
+        carry = cell.inverse(params, carry, xs[t])          # only where t < lengths
+        check fingerprint(carry, p) == fingerprints[p]
+        grads += vjp(cell.apply at carry, xs[t])(cotangents)
+        B = restore(B, memory, p)
+
+Checks: a value leaving the fixed-point range (or not finite) in the forward pass raises
+:class:`FixedPointOverflowError` naming the step; a reconstruction that differs from the
+forward pass (a cell whose inverse is not exact, or inputs other than the forward pass's)
+raises :class:`TrajectoryMismatchError` naming the first step (from the end) where it
+differs: the errors of :mod:`jaxrnn.reversible`. Under ``jit`` values cannot raise: the
+state is NaN from an overflowing step on, and the gradients are NaN after a mismatch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.custom_derivatives import SymbolicZero
+
+from jaxrnn._checks import check_lengths, describe, is_concrete, shape_of
+from jaxrnn.exact import buffer
+from jaxrnn.exact import fixed_point as fp
+from jaxrnn.reversible import FixedPointOverflowError, TrajectoryMismatchError
+
+__all__ = [
+    "FixedPointOverflowError",
+    "Tape",
+    "TrajectoryMismatchError",
+    "allocated_bits",
+    "forward",
+    "reconstruct",
+    "reversible_scan",
+]
+
+
+class Tape(NamedTuple):
+    """What the forward pass keeps for the backward pass (its size does not depend on H·T
+    beyond the buffer).
+
+    Attributes:
+      carry: the final carry (with its buffer words).
+      ys: the outputs (T, *batch, ...).
+      memory: (S, *word shape) ``uint8``: the bytes spilled from the buffer words.
+      fingerprints: (T,) ``uint32``, one digest of the carry before each step.
+      bad_step: int32, the first step whose state left the fixed-point range, -1 if none.
+    """
+
+    carry: Any
+    ys: Any
+    memory: Any
+    fingerprints: Any
+    bad_step: Any
+
+
+class _Plan(NamedTuple):
+    """Static per-step inputs, in time order: spill flags and slots; and the step order."""
+
+    n_steps: int
+    reverse: bool
+    spill: Any  # (T,) bool, numpy
+    slot: Any  # (T,) int32, numpy
+    n_slots: int
+
+
+def _cell_functions(cell):
+    apply, inverse = getattr(cell, "apply", None), getattr(cell, "inverse", None)
+    if not (callable(apply) and callable(inverse)):
+        raise ValueError(
+            f"cell: expected a module or object with apply(params, carry, x) and "
+            f"inverse(params, carry, x), e.g. jaxrnn.cells.revgru, got {describe(cell)}"
+        )
+    return apply, inverse
+
+
+def _check_carry(carry):
+    word = getattr(carry, "word", None)
+    bits = getattr(carry, "max_forget_bits", None)
+    if word is None or bits is None or jnp.dtype(getattr(word, "dtype", None)) != jnp.uint32:
+        raise ValueError(
+            "carry: expected the carry of a reversible cell, with a uint32 buffer `word` and "
+            f"`max_forget_bits` (e.g. jaxrnn.cells.revgru.init_carry), got {describe(carry)}"
+        )
+    return int(bits)
+
+
+@functools.lru_cache(maxsize=32)
+def _plan(n_steps: int, max_forget_bits: int, reverse: bool) -> _Plan:
+    # A push multiplies the word by K <= 2^m and adds a digit below K: B' <= (B + 1) 2^m - 1,
+    # below buffer's bound floor(B / n) 2^16 + 2^16 - 1 for n = 2^(16 - m), so the schedule
+    # computed for that n keeps every word below 2^32. The start bound is the largest word:
+    # the carry may hold digits of an earlier call.
+    n_min = buffer.DENOMINATOR >> max_forget_bits
+    spill, slot, _ = buffer.spill_schedule(buffer.WORD_LIMIT - 1, (n_min,) * n_steps)
+    if reverse:  # the schedule is in the order the steps run; the scans index time
+        spill, slot = spill[::-1].copy(), slot[::-1].copy()
+    return _Plan(n_steps, reverse, spill, slot, int(spill.sum()))
+
+
+def _masked(active, new, old):
+    if active is None:
+        return new
+    return jax.tree_util.tree_map(
+        lambda a, b: jnp.where(active.reshape(active.shape + (1,) * (a.ndim - active.ndim)), a, b),
+        new,
+        old,
+    )
+
+
+def _step(apply, params, carry, x, active):
+    """One step as jaxrnn.scan runs it: padding steps see zeros and keep the carry."""
+    if active is not None:
+        x = _masked(active, x, jax.tree_util.tree_map(jnp.zeros_like, x))
+    new, y = apply(params, carry, x)
+    if active is None:
+        return new, y
+    y = _masked(active, y, jax.tree_util.tree_map(jnp.zeros_like, y))
+    return _masked(active, new, carry), y
+
+
+def _unstep(inverse, params, carry, x, active):
+    if active is not None:
+        x = _masked(active, x, jax.tree_util.tree_map(jnp.zeros_like, x))
+    return _masked(active, inverse(params, carry, x), carry)
+
+
+def _fingerprint(carry, step):
+    """A uint32 digest of every bit of the carry at ``step`` (:func:`fixed_point.fingerprint`)."""
+    total = jnp.uint32(0)
+    for leaf in jax.tree_util.tree_leaves(carry):
+        bits = leaf if leaf.dtype == jnp.uint32 else jax.lax.bitcast_convert_type(leaf, jnp.uint32)
+        total = total + fp.fingerprint(fp.Word(bits, bits), step)
+    return total
+
+
+def _active(lengths, t):
+    return None if lengths is None else t < lengths
+
+
+def _with_word(carry, word):
+    return dataclasses.replace(carry, word=word)
+
+
+def _forward_scan(apply, plan: _Plan, params, carry, xs, lengths):
+    memory = jnp.zeros((plan.n_slots, *carry.word.shape), buffer.SLOT_DTYPE)
+    times = np.arange(plan.n_steps, dtype=np.int32)
+
+    def body(state, inputs):
+        carry, memory, bad = state
+        x, t, flag, slot = inputs
+        word, memory = buffer.spill(carry.word, memory, flag, slot)
+        carry = _with_word(carry, word)
+        digest = _fingerprint(carry, t)
+        carry, y = _step(apply, params, carry, x, _active(lengths, t))
+        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in _floats(carry)]))
+        bad = jnp.where((bad < 0) & ~finite, t, bad)
+        return (carry, memory, bad), (y, digest)
+
+    state0 = (carry, memory, jnp.asarray(-1, jnp.int32))
+    (carry, memory, bad), (ys, digests) = jax.lax.scan(
+        body, state0, (xs, times, plan.spill, plan.slot), reverse=plan.reverse
+    )
+    return Tape(carry, ys, memory, digests, bad)
+
+
+def _floats(tree):
+    return [leaf for leaf in jax.tree_util.tree_leaves(tree) if _is_float(leaf)]
+
+
+def _is_float(leaf) -> bool:
+    return bool(jnp.issubdtype(leaf.dtype, jnp.inexact))
+
+
+def _backward_scan(apply, inverse, plan, params, tape, xs, lengths, cotangents=None):
+    """Rebuild the carries from the end; with ``cotangents`` also accumulate gradients.
+
+    Returns ``(initial carry, mismatch step, grads)``; grads = (params, carry, xs) cotangent
+    leaves (floating leaves only; None without cotangents).
+    """
+    times = np.arange(plan.n_steps, dtype=np.int32)
+    carry_ct, ys_ct, x_wanted = cotangents if cotangents is not None else (None, None, False)
+
+    def body(state, inputs):
+        carry, mismatch, grads = state
+        x, t, flag, slot, digest, y_ct = inputs
+        active = _active(lengths, t)
+        carry = _unstep(inverse, params, carry, x, active)
+        differs = _fingerprint(carry, t) != digest
+        if cotangents is not None:
+            param_acc, c_ct = grads
+            d_params, c_ct, d_x = _step_vjp(apply, params, carry, x, active, c_ct, y_ct, x_wanted)
+            grads = ([a + d for a, d in zip(param_acc, d_params, strict=True)], c_ct)
+        else:
+            d_x = None
+        word, lost = buffer.restore(carry.word, tape.memory, flag, slot)
+        mismatch = jnp.where((mismatch < 0) & (differs | jnp.any(lost)), t, mismatch)
+        return (_with_word(carry, word), mismatch, grads), d_x
+
+    grads0 = None
+    if cotangents is not None:
+        grads0 = ([jnp.zeros_like(p) for p in _floats(params)], carry_ct)
+    state0 = (tape.carry, jnp.asarray(-1, jnp.int32), grads0)
+    (carry, mismatch, grads), d_xs = jax.lax.scan(
+        body,
+        state0,
+        (xs, times, plan.spill, plan.slot, tape.fingerprints, ys_ct),
+        reverse=not plan.reverse,
+    )
+    return carry, mismatch, grads, d_xs
+
+
+def _step_vjp(apply, params, carry, x, active, carry_ct, y_ct, x_wanted):
+    """Cotangents of one masked step for the floating leaves of params, carry and x."""
+    p_leaves, p_tree = jax.tree_util.tree_flatten(params)
+    c_leaves, c_tree = jax.tree_util.tree_flatten(carry)
+    p_idx = [i for i, leaf in enumerate(p_leaves) if _is_float(leaf)]
+    c_idx = [i for i, leaf in enumerate(c_leaves) if _is_float(leaf)]
+
+    def fill(leaves, idx, values):
+        leaves = list(leaves)
+        for i, v in zip(idx, values, strict=True):
+            leaves[i] = v
+        return leaves
+
+    def float_step(p_f, c_f, *x_f):
+        p = jax.tree_util.tree_unflatten(p_tree, fill(p_leaves, p_idx, p_f))
+        c = jax.tree_util.tree_unflatten(c_tree, fill(c_leaves, c_idx, c_f))
+        new, y = _step(apply, p, c, x_f[0] if x_wanted else x, active)
+        return _floats(new), _floats(y)
+
+    primals = ([p_leaves[i] for i in p_idx], [c_leaves[i] for i in c_idx])
+    (_, y_f), pullback = jax.vjp(float_step, *primals, *((x,) if x_wanted else ()))
+    y_cts = [jnp.zeros_like(o) if c is None else c for o, c in zip(y_f, y_ct, strict=True)]
+    d_params, d_carry, *d_x = pullback((carry_ct, y_cts))
+    return d_params, d_carry, d_x[0] if x_wanted else None
+
+
+def _prepare(cell, carry, xs, lengths, reverse):
+    apply, inverse = _cell_functions(cell)
+    bits = _check_carry(carry)
+    leaves = jax.tree_util.tree_leaves(xs)
+    if not leaves or any(len(shape_of(leaf)) < 1 for leaf in leaves):
+        raise ValueError(f"xs: expected arrays with a leading time axis T, got {describe(xs)}")
+    n_steps = shape_of(leaves[0])[0]
+    if not isinstance(reverse, (bool, np.bool_)):
+        raise ValueError(f"reverse: expected True or False, got {reverse!r}")
+    if lengths is not None:
+        check_lengths(lengths, xs, n_steps)
+        lengths = jnp.asarray(lengths)
+    return apply, inverse, _plan(n_steps, bits, bool(reverse)), lengths
+
+
+def _raise_overflow(bad_step):
+    if is_concrete(bad_step) and int(bad_step) >= 0:
+        raise FixedPointOverflowError(
+            f"reversible_scan: the state left the fixed-point range or was not finite at step "
+            f"{int(bad_step)} (a NaN or an infinite input or parameter, or a carry out of the "
+            "grid's range); the steps from there on are NaN"
+        )
+
+
+def _raise_mismatch(mismatch):
+    if is_concrete(mismatch) and int(mismatch) >= 0:
+        raise TrajectoryMismatchError(
+            f"reversible_scan: the state rebuilt before step {int(mismatch)} differs from the "
+            "forward pass (checksum): the inputs or parameters differ from the forward "
+            "pass's, or the cell's inverse is not exact"
+        )
+
+
+def forward(cell, params, carry, xs, *, lengths=None, reverse: bool = False) -> Tape:
+    """The forward pass of :func:`reversible_scan`, returning its :class:`Tape`.
+
+    Raises :class:`FixedPointOverflowError` naming the first bad step (outside ``jit``).
+    """
+    apply, _, plan, lengths = _prepare(cell, carry, xs, lengths, reverse)
+    tape = _forward_scan(apply, plan, params, carry, xs, lengths)
+    _raise_overflow(tape.bad_step)
+    return tape
+
+
+def reconstruct(cell, params, tape: Tape, xs, *, lengths=None, reverse: bool = False):
+    """Run ``cell.inverse`` from the tape's final carry back to the initial carry.
+
+    Returns the initial carry, bit for bit; raises :class:`TrajectoryMismatchError`
+    naming the step where the rebuilt state differs from the forward pass's (e.g. when
+    ``params`` or ``xs`` are not those of the forward pass), outside ``jit``.
+    """
+    _, inverse, plan, lengths = _prepare(cell, tape.carry, xs, lengths, reverse)
+    carry, mismatch, _, _ = _backward_scan(None, inverse, plan, params, tape, xs, lengths)
+    _raise_mismatch(mismatch)
+    return carry
+
+
+def allocated_bits(tape: Tape) -> float:
+    """Bits of buffer per unit of the carry's word: 32 for the word plus 8 per spilled byte."""
+    return float(buffer.WORD_BITS + buffer.SLOT_BITS * tape.memory.shape[0])
+
+
+def reversible_scan(cell, params, carry, xs, *, lengths=None, reverse: bool = False):
+    """``jaxrnn.scan(cell.apply, ...)`` whose gradient rebuilds states instead of storing them.
+
+    Type signature as :func:`jaxrnn.scan`'s (module docstring for the two passes)::
+
+        reversible_scan(cell: {apply, inverse}, params: P, carry: c, xs: [T, a], *,
+                        lengths: [*batch] int | None, reverse: bool) -> (c, [T, b])
+
+    Args:
+      cell: a module or object with ``apply(params, carry, x) -> (carry, y)`` and its exact
+        inverse ``inverse(params, carry, x) -> carry`` (e.g. :mod:`jaxrnn.cells.revgru`).
+      params: the cell's parameters.
+      carry: the cell's carry, with a ``uint32`` buffer ``word`` and ``max_forget_bits``.
+      xs: (T, *batch, D), or a pytree of arrays with leading axis T.
+      lengths: optional (*batch,) integer lengths, with :func:`jaxrnn.scan`'s meaning.
+      reverse: run each sequence from its last step down to 0, as :func:`jaxrnn.scan`.
+
+    Returns:
+      ``(final_carry, ys)``, equal to ``jaxrnn.scan(cell.apply, ...)``; gradients equal
+      ``jax.grad`` of that scan up to rounding.
+    """
+    apply, inverse, plan, lengths = _prepare(cell, carry, xs, lengths, reverse)
+    final, ys, bad_step = _reversible(apply, inverse, plan, params, carry, xs, lengths)
+    _raise_overflow(bad_step)
+    return final, ys
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _reversible(apply, inverse, plan, params, carry, xs, lengths):
+    tape = _forward_scan(apply, plan, params, carry, xs, lengths)
+    return tape.carry, tape.ys, tape.bad_step
+
+
+def _fwd(apply, inverse, plan, params, carry, xs, lengths):
+    values = [jax.tree_util.tree_map(lambda p: p.value, a) for a in (params, carry, xs, lengths)]
+    x_wanted = any(p.perturbed for p in jax.tree_util.tree_leaves(xs) if _is_float(p.value))
+    params, carry, xs, lengths = values
+    tape = _forward_scan(apply, plan, params, carry, xs, lengths)
+    _raise_overflow(tape.bad_step)
+    residual_tape = tape._replace(ys=None)
+    flag = () if x_wanted else None  # in the tree structure: static
+    return (tape.carry, tape.ys, tape.bad_step), (params, carry, xs, lengths, residual_tape, flag)
+
+
+def _bwd(apply, inverse, plan, residuals, cts):
+    params, carry0, xs, lengths, tape, flag = residuals
+    x_wanted = flag is not None
+    carry_ct, ys_ct, _ = cts
+    is_zero = lambda c: isinstance(c, SymbolicZero)  # noqa: E731
+    carry_leaves = jax.tree_util.tree_leaves(carry0)
+    carry_cts = [
+        jnp.zeros_like(leaf) if is_zero(c) else c
+        for c, leaf in zip(
+            jax.tree_util.tree_leaves(carry_ct, is_leaf=is_zero), carry_leaves, strict=True
+        )
+        if _is_float(leaf)
+    ]
+    x0 = jax.tree_util.tree_map(lambda a: a[0], xs)
+    y_shapes = jax.tree_util.tree_leaves(jax.eval_shape(lambda: apply(params, carry0, x0)[1]))
+    ys_cts = [  # per output leaf with a gradient: its (T, ...) cotangents, or None for zeros
+        None if is_zero(c) else c
+        for c, s in zip(jax.tree_util.tree_leaves(ys_ct, is_leaf=is_zero), y_shapes, strict=True)
+        if _is_float(s)
+    ]
+    full_tape = tape._replace(ys=None)
+    rebuilt, mismatch, (d_params, d_carry), d_xs = _backward_scan(
+        apply, inverse, plan, params, full_tape, xs, lengths, (carry_cts, ys_cts, x_wanted)
+    )
+    same = jnp.all(
+        jnp.stack(
+            [
+                jnp.all(a == b)
+                for a, b in zip(jax.tree_util.tree_leaves(rebuilt), carry_leaves, strict=True)
+            ]
+        )
+    )
+    first = plan.n_steps - 1 if plan.reverse else 0
+    mismatch = jnp.where((mismatch < 0) & ~same, first, mismatch)
+    _raise_mismatch(mismatch)
+    poison = lambda g: jnp.where(mismatch >= 0, jnp.nan, g)  # noqa: E731 - under jit
+
+    def fill(tree, floats):
+        it = iter(floats)
+        leaves = [
+            poison(next(it)) if _is_float(leaf) else None
+            for leaf in jax.tree_util.tree_leaves(tree)
+        ]
+        return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(tree), leaves)
+
+    params_ct = fill(params, d_params)
+    carry_ct_out = fill(carry0, d_carry)
+    if x_wanted:
+        xs_ct = jax.tree_util.tree_map(lambda d: poison(d) if _is_float(d) else None, d_xs)
+    else:
+        xs_ct = jax.tree_util.tree_map(lambda _: None, xs)
+    lengths_ct = None if lengths is None else jax.tree_util.tree_map(lambda _: None, lengths)
+    return params_ct, carry_ct_out, xs_ct, lengths_ct
+
+
+_reversible.defvjp(_fwd, _bwd, symbolic_zeros=True)

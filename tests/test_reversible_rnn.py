@@ -1,0 +1,150 @@
+"""reversible_scan: gradients equal jax.grad of jaxrnn.scan over the same fixed-point cell
+(float64, <= 1e-10 relative), the initial carry rebuilt bit for bit, mismatches and
+overflows reported with their step, and memory that grows only by the buffer's bits."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxrnn
+from jaxrnn import reversible_rnn
+from jaxrnn.cells import revgru
+from jaxrnn.reversible import FixedPointOverflowError, TrajectoryMismatchError
+
+KEY = jax.random.PRNGKey(0)
+T, B, D, H = 40, 3, 2, 6
+
+
+def _problem(dtype=jnp.float64):
+    keys = jax.random.split(KEY, 4)
+    params = revgru.init(keys[0], D, H, dtype=dtype)
+    params = {k: v + 0.5 * jax.random.normal(keys[1], v.shape, dtype) for k, v in params.items()}
+    carry = revgru.to_carry(0.5 * jax.random.normal(keys[2], (B, H), dtype))
+    xs = jax.random.normal(keys[3], (T, B, D), dtype)
+    return params, carry, xs
+
+
+def _loss(runner, params, h0, xs, lengths, reverse):
+    carry = revgru.to_carry(h0)
+    if runner == "reversible":
+        final, ys = jaxrnn.reversible_scan(
+            revgru, params, carry, xs, lengths=lengths, reverse=reverse
+        )
+    else:
+        final, ys = jaxrnn.scan(revgru.apply, params, carry, xs, lengths=lengths, reverse=reverse)
+    weights = jnp.cos(jnp.arange(ys.size, dtype=ys.dtype)).reshape(ys.shape)
+    return jnp.sum(jnp.sin(final.h)) + jnp.sum(weights * ys)
+
+
+def _assert_close(got, want, rtol):
+    for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want), strict=True):
+        assert float(jnp.max(jnp.abs(g - w))) <= rtol * float(jnp.max(jnp.abs(w))), (g, w)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_gradients_equal_jax_grad_of_the_plain_scan(reverse):
+    params, carry, xs = _problem()
+    lengths = jnp.array([T, 17, 0])
+
+    @jax.jit
+    def both(params, h0, xs):
+        grad = jax.value_and_grad(_loss, argnums=(1, 2, 3))
+        args = (params, h0, xs, lengths, reverse)
+        return grad("plain", *args), grad("reversible", *args)
+
+    (value, want), (got_value, got) = both(params, carry.h, xs)
+    _assert_close(got, want, 1e-10)
+    assert float(got_value) == float(value)
+
+
+def test_the_initial_carry_is_rebuilt_bit_for_bit_through_many_spills():
+    params, carry, xs = _problem(jnp.float32)
+    carry = revgru.to_carry(carry.h, max_forget_bits=3)
+    tape = reversible_rnn.forward(revgru, params, carry, xs)
+    final, ys = jaxrnn.scan(revgru.apply, params, carry, xs)
+    np.testing.assert_array_equal(tape.carry.h, final.h)
+    np.testing.assert_array_equal(tape.ys, ys)
+    # m = 3: a byte every 2 steps (a kept word of 24 bits takes two 3-bit pushes), one at step 0
+    assert tape.memory.shape == (T // 2, B, H)
+    back = reversible_rnn.reconstruct(revgru, params, tape, xs)
+    np.testing.assert_array_equal(back.h, carry.h)
+    np.testing.assert_array_equal(back.word, carry.word)
+    assert reversible_rnn.allocated_bits(tape) == 32 + 8 * (T // 2)
+
+
+def test_a_trajectory_recomputed_with_other_inputs_is_caught_with_its_step():
+    params, carry, xs = _problem(jnp.float32)
+    tape = reversible_rnn.forward(revgru, params, carry, xs)
+    with pytest.raises(TrajectoryMismatchError, match="before step 25 differs"):
+        reversible_rnn.reconstruct(revgru, params, tape, xs.at[25, 1, 0].add(1e-3))
+    other = dict(params, b_z2=params["b_z2"] + 1e-3)
+    with pytest.raises(TrajectoryMismatchError, match=f"before step {T - 1} differs"):
+        reversible_rnn.reconstruct(revgru, other, tape, xs)
+
+
+@dataclasses.dataclass(frozen=True)
+class _SlightlyWrongInverse:
+    """revgru whose inverse is off by one unit of the grid in one entry (a planted bug)."""
+
+    apply = staticmethod(revgru.apply)
+
+    @staticmethod
+    def inverse(params, carry, x):
+        back = revgru.inverse(params, carry, x)
+        return dataclasses.replace(back, h=back.h.at[..., 0].add(2.0**-carry.frac_bits))
+
+
+def test_an_inexact_inverse_is_caught_in_the_gradient_and_poisons_it_under_jit():
+    params, carry, xs = _problem()
+    loss = lambda p, cell: jnp.sum(jaxrnn.reversible_scan(cell, p, carry, xs)[0].h)  # noqa: E731
+    with pytest.raises(TrajectoryMismatchError, match=f"before step {T - 1} differs"):
+        jax.grad(loss)(params, _SlightlyWrongInverse())
+    grads = jax.jit(jax.grad(loss), static_argnums=1)(params, _SlightlyWrongInverse())
+    assert all(bool(jnp.all(jnp.isnan(g))) for g in jax.tree_util.tree_leaves(grads))
+
+
+def test_an_overflow_names_its_step():
+    params, carry, xs = _problem(jnp.float32)
+    bad = xs.at[12, 0, 1].set(jnp.nan)
+    with pytest.raises(FixedPointOverflowError, match="at step 12"):
+        jaxrnn.reversible_scan(revgru, params, carry, bad)
+    with pytest.raises(FixedPointOverflowError, match="at step 12"):
+        jax.grad(lambda p: jnp.sum(jaxrnn.reversible_scan(revgru, p, carry, bad)[0].h))(params)
+    final, _ = jax.jit(lambda xs: jaxrnn.reversible_scan(revgru, params, carry, xs))(bad)
+    assert bool(jnp.all(jnp.isnan(final.h[0]))) and bool(jnp.all(jnp.isfinite(final.h[1:])))
+
+
+def test_bad_cells_and_carries_are_refused_by_name():
+    params, carry, xs = _problem(jnp.float32)
+    with pytest.raises(ValueError, match="cell: expected a module or object with apply"):
+        jaxrnn.reversible_scan(revgru.apply, params, carry, xs)
+    with pytest.raises(ValueError, match="carry: expected the carry of a reversible cell"):
+        jaxrnn.reversible_scan(revgru, params, carry.h, xs)
+
+
+def _temp_bytes(runner, n_steps, hidden=32, batch=4):
+    params = revgru.init(KEY, D, hidden)
+    carry = revgru.init_carry(batch, hidden)
+    xs = jax.ShapeDtypeStruct((n_steps, batch, D), jnp.float32)
+
+    def loss(p, xs):
+        final, _ = runner(revgru, p, carry, xs)
+        return jnp.sum(final.h)
+
+    compiled = jax.jit(jax.grad(loss)).lower(params, xs).compile()
+    return compiled.memory_analysis().temp_size_in_bytes
+
+
+def test_memory_grows_only_by_the_buffer_bits():
+    plain = lambda cell, p, c, xs: jaxrnn.scan(cell.apply, p, c, xs)  # noqa: E731
+    units = 4 * 32
+    growth = (
+        _temp_bytes(jaxrnn.reversible_scan, 2000) - _temp_bytes(jaxrnn.reversible_scan, 400)
+    ) / 1600
+    plain_growth = (_temp_bytes(plain, 2000) - _temp_bytes(plain, 400)) / 1600
+    # per step: m = 2 bits per unit of buffer memory and a 4-byte fingerprint
+    assert growth <= units * 2 / 8 + 4 + 1
+    assert plain_growth > 10 * growth
