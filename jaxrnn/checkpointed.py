@@ -8,7 +8,7 @@ carries. In SPEC §8's notation, with the repetition number
 
     r(T, k) = min { r : C(k + r, k) >= T },          C the binomial coefficient,
 
-reversing T steps from k checkpoints takes (Griewank 1992, Prop. 1)
+reversing T steps from k checkpoints takes (Griewank 1992)
 
     P(T, k) = r T - C(k + r, k + 1)
 

@@ -43,7 +43,7 @@ WORD_BITS = 32
 
 def numerators(z, max_forget_bits: int):
     """n = round(z · 2^16), clipped to [2^(16 - m), 2^16 - 1], as ``uint32``."""
-    low, high = DENOMINATOR >> max_forget_bits, DENOMINATOR - 1
+    low, high = DENOMINATOR >> max_forget_bits, DENOMINATOR
     scaled = jnp.round(z * jnp.asarray(DENOMINATOR, z.dtype))
     return jnp.clip(scaled, low, high).astype(jnp.uint32)
 
