@@ -31,7 +31,7 @@ def test_exact_forgetting_is_the_floor_and_its_inverse_against_python_integers()
         ]
     )
     n = rng.integers(2**8, 2**16, states.size).astype(np.uint32)
-    n[:50], n[50:100] = 2**16 - 1, 2**8  # the extreme forget factors
+    n[:50], n[50:100], n[100:150] = 2**16, 2**16 - 1, 2**8  # z = 1 and the extremes
     words = rng.integers(0, 2**24, states.size).astype(np.uint32)
     new, pushed, full = jax.jit(_forget.forget)(_words(states), jnp.asarray(words), jnp.asarray(n))
     assert [int(v) for v in fp.to_int(new)] == [

@@ -2,8 +2,8 @@
 
 The reversible cells (SPEC §9) keep their state as integers H = h · 2^F on a grid that the
 float dtype holds exactly, and multiply by a forget factor z = n / 2^16 with
-2^(16 - m) <= n < 2^16 (at most m bits forgotten per unit and step). With d = 2^16 and
-H = q d + r (0 <= r < d):
+2^(16 - m) <= n <= 2^16 (at most m bits forgotten per unit and step; n = 2^16 is z = 1,
+which keeps H and pushes nothing). With d = 2^16 and H = q d + r (0 <= r < d):
 
     forward (H, B) -> (H', B'):                 inverse (H', B') -> (H, B):
       s  = floor(r n / d)                         q, s = floor(H' / n), H' mod n
@@ -42,7 +42,7 @@ WORD_BITS = 32
 
 
 def numerators(z, max_forget_bits: int):
-    """n = round(z · 2^16), clipped to [2^(16 - m), 2^16 - 1], as ``uint32``."""
+    """n = round(z · 2^16), clipped to [2^(16 - m), 2^16], as ``uint32``."""
     low, high = DENOMINATOR >> max_forget_bits, DENOMINATOR
     scaled = jnp.round(z * jnp.asarray(DENOMINATOR, z.dtype))
     return jnp.clip(scaled, low, high).astype(jnp.uint32)
@@ -58,26 +58,36 @@ def _digits(s, n):
     return c0, k
 
 
+def _below_one(n):
+    """(n clipped below 2^16, where z = 1): the arithmetic runs with n < 2^16 (the domain of
+    the fixed-point helpers); where z = 1 its result is replaced by the identity."""
+    return jnp.minimum(n, DENOMINATOR - 1), n >= DENOMINATOR
+
+
 def forget(state: fp.Word, word, n):
     """(floor(state · n / 2^16), word · K + j, full): the exact product, the digit pushed.
 
     ``full`` is True where the push wrapped the 32-bit word (B K + j >= 2^32), which the
     spill schedule of the scan rules out.
     """
+    n, one = _below_one(n)
     q = fp.shift_right_16(state)
     r = state.lo & fp.MASK16
     s = (r * n) >> 16  # r n < 2^32
     c0, k = _digits(s, n)
     pushed = fp.mul_small(fp.Word(jnp.zeros_like(word), word), k, r - c0)
-    return fp.mul_small(q, n, s), pushed.lo, pushed.hi != 0
+    kept = fp.where(one, state, fp.mul_small(q, n, s))
+    return kept, jnp.where(one, word, pushed.lo), ~one & (pushed.hi != 0)
 
 
 def unforget(state: fp.Word, word, n):
     """The exact inverse of :func:`forget`: (state, word) before the step."""
+    n, one = _below_one(n)
     q, s = fp.floor_divmod_signed(state, n)
     c0, k = _digits(s, n)
     (high, low), j = fp.long_divmod([word >> 16, word & fp.MASK16], k)
-    return fp.shift_left_16_or(q, c0 + j), (high << 16) | low
+    before = fp.shift_left_16_or(q, c0 + j)
+    return fp.where(one, state, before), jnp.where(one, word, (high << 16) | low)
 
 
 def information_bits(n, dtype=jnp.float32):

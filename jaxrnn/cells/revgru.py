@@ -10,7 +10,7 @@ from the other, as a GRU would, then the other from the new first (n is the cand
     y_t = h_t = [h1, h2]
 
 The update gate is a forget factor z = zeta(a) = 2^-m + (1 - 2^-m) sigma(a), rounded to
-n / 2^16 (2^(16 - m) <= n < 2^16): at most m = ``max_forget_bits`` bits per unit and step
+n / 2^16 (2^(16 - m) <= n <= 2^16): at most m = ``max_forget_bits`` bits per unit and step
 are forgotten. The state lives on the grid 2^-F (F = ``frac_bits``), which the float dtype
 holds exactly, and the update is computed exactly there::
 
