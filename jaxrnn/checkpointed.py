@@ -38,9 +38,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.custom_derivatives import SymbolicZero
 
 from jaxrnn._checks import check_positive_int, shape_of
+from jaxrnn._step_vjp import cotangent_leaves, float_leaves, step_vjp, with_floats
 
 
 class ScheduleCost(NamedTuple):
@@ -128,69 +128,10 @@ def _plan(n_steps: int, checkpoints: int) -> _Plan:
 # --------------------------------------------------------------------------- helpers
 
 
-def _is_float(leaf) -> bool:
-    dtype = getattr(leaf, "dtype", None)
-    return bool(jnp.issubdtype(jnp.result_type(leaf) if dtype is None else dtype, jnp.inexact))
-
-
 def _index(tree, i):
     return jax.tree_util.tree_map(
         lambda a: jax.lax.dynamic_index_in_dim(a, i, keepdims=False), tree
     )
-
-
-def _set(tree, i, value):
-    return jax.tree_util.tree_map(
-        lambda a, v: jax.lax.dynamic_update_index_in_dim(a, v.astype(a.dtype), i, 0), tree, value
-    )
-
-
-def _float_vjp(step, consts, carry, x, carry_ct, y_ct, x_wanted: bool):
-    """Cotangents of one ``step(carry, x, *consts) -> (carry, y)`` for its floating leaves.
-
-    Integer leaves (a step counter, fixed-point words) have no cotangent: they enter as
-    constants, leave without one, and get None. ``carry_ct`` and ``y_ct`` are lists over
-    the floating leaves of the outputs (None entries mean zero).
-    """
-    leaves, treedefs, floats = [], [], []
-    for tree in (consts, carry, x):
-        flat, treedef = jax.tree_util.tree_flatten(tree)
-        leaves.append(flat)
-        treedefs.append(treedef)
-        floats.append([i for i, leaf in enumerate(flat) if _is_float(leaf)])
-    if not x_wanted:
-        floats[2] = []
-
-    def rebuild(which, values):
-        flat = list(leaves[which])
-        for i, v in zip(floats[which], values, strict=True):
-            flat[i] = v
-        return jax.tree_util.tree_unflatten(treedefs[which], flat)
-
-    def float_step(c_consts, c_carry, c_x):
-        new_carry, y = step(rebuild(1, c_carry), rebuild(2, c_x), *rebuild(0, c_consts))
-        outs = jax.tree_util.tree_leaves((new_carry, y))
-        return [o for o in outs if _is_float(o)]
-
-    primals = [[leaves[w][i] for i in floats[w]] for w in range(3)]
-    outs, pullback = jax.vjp(float_step, *primals)
-    cts = [
-        jnp.zeros_like(o) if c is None else c.astype(o.dtype)
-        for o, c in zip(outs, carry_ct + y_ct, strict=True)
-    ]
-    return pullback(cts)
-
-
-def _float_leaves(tree) -> list:
-    return [leaf for leaf in jax.tree_util.tree_leaves(tree) if _is_float(leaf)]
-
-
-def _unwrap(cts):
-    """Cotangent leaves with symbolic zeros as None."""
-    return [
-        None if isinstance(c, SymbolicZero) else c
-        for c in jax.tree_util.tree_leaves(cts, is_leaf=lambda c: isinstance(c, SymbolicZero))
-    ]
 
 
 # --------------------------------------------------------------------------- the scan
@@ -288,12 +229,8 @@ def _backward(step, plan, reverse, unroll, residuals, cts):
     x_wanted = x_flag is not None
     carry_ct, ys_ct = cts
     k = plan.checkpoints
-    carry_float = [i for i, leaf in enumerate(jax.tree_util.tree_leaves(turn)) if _is_float(leaf)]
-    ct0 = [c for i, c in enumerate(_unwrap(carry_ct)) if i in carry_float]
     y_shape = jax.eval_shape(lambda c, x: step(c, x, *consts)[1], turn, _index(xs, 0))
-    y_float = [_is_float(o) for o in jax.tree_util.tree_leaves(y_shape)]
-    ys_cts = [c for c, keep in zip(_unwrap(ys_ct), y_float, strict=True) if keep]
-    x_float = _float_leaves(xs)
+    ys_cts = cotangent_leaves(ys_ct, y_shape)  # (T, ...) per floating output leaf, or None
 
     def y_ct_at(t):
         return [
@@ -304,7 +241,7 @@ def _backward(step, plan, reverse, unroll, residuals, cts):
     def youturn(p, c, carry_cts, const_acc, xs_acc):
         t = _time(plan, reverse, p)
         x = _index(xs, t)
-        grads = _float_vjp(step, consts, c, x, list(carry_cts), y_ct_at(t), x_wanted)
+        grads = step_vjp(step, consts, c, x, carry_cts, y_ct_at(t), x_wanted)
         d_consts, d_carry, d_x = grads
         const_acc = [a + d for a, d in zip(const_acc, d_consts, strict=True)]
         if x_wanted:
@@ -314,15 +251,12 @@ def _backward(step, plan, reverse, unroll, residuals, cts):
             ]
         return d_carry, const_acc, xs_acc
 
-    def zeros_like_list(leaves):
-        return [jnp.zeros_like(leaf) for leaf in leaves]
-
-    turn_floats = _float_leaves(turn)
     carry_cts = [
-        jnp.zeros_like(leaf) if c is None else c for leaf, c in zip(turn_floats, ct0, strict=True)
+        jnp.zeros_like(leaf) if c is None else c
+        for leaf, c in zip(float_leaves(turn), cotangent_leaves(carry_ct, turn), strict=True)
     ]
-    const_acc = zeros_like_list(_float_leaves(consts))
-    xs_acc = zeros_like_list(x_float) if x_wanted else []
+    const_acc = [jnp.zeros_like(leaf) for leaf in float_leaves(consts)]
+    xs_acc = [jnp.zeros_like(leaf) for leaf in float_leaves(xs)] if x_wanted else []
     carry_cts, const_acc, xs_acc = youturn(plan.n_steps - 1, turn, carry_cts, const_acc, xs_acc)
 
     binomials = jnp.asarray(plan.binomials, jnp.int32)
@@ -377,21 +311,8 @@ def _backward(step, plan, reverse, unroll, residuals, cts):
 
     _, _, _, carry_cts, const_acc, xs_acc = jax.lax.while_loop(lambda st: st[1] > 0, task, state0)
 
-    def fill(tree, floats):
-        flat = jax.tree_util.tree_leaves(tree)
-        it = iter(floats)
-        return jax.tree_util.tree_unflatten(
-            jax.tree_util.tree_structure(tree),
-            [next(it) if _is_float(leaf) else None for leaf in flat],
-        )
-
-    consts_ct = fill(consts, const_acc)
-    init_ct = fill(turn, carry_cts)
-    if x_wanted:
-        xs_ct = fill(xs, xs_acc)
-    else:
-        xs_ct = jax.tree_util.tree_map(lambda _: None, xs)
-    return consts_ct, init_ct, xs_ct
+    xs_ct = with_floats(xs, xs_acc) if x_wanted else jax.tree_util.tree_map(lambda _: None, xs)
+    return with_floats(consts, const_acc), with_floats(turn, carry_cts), xs_ct
 
 
 _checkpointed.defvjp(_forward, _backward, symbolic_zeros=True)

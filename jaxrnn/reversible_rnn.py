@@ -35,9 +35,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.custom_derivatives import SymbolicZero
 
 from jaxrnn._checks import check_lengths, describe, is_concrete, shape_of
+from jaxrnn._step_vjp import cotangent_leaves, float_leaves, is_float, step_vjp, with_floats
 from jaxrnn.exact import buffer
 from jaxrnn.exact import fixed_point as fp
 from jaxrnn.reversible import FixedPointOverflowError, TrajectoryMismatchError
@@ -171,7 +171,7 @@ def _forward_scan(apply, plan: _Plan, params, carry, xs, lengths):
         carry = _with_word(carry, word)
         digest = _fingerprint(carry, t)
         carry, y = _step(apply, params, carry, x, _active(lengths, t))
-        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in _floats(carry)]))
+        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in float_leaves(carry)]))
         bad = jnp.where((bad < 0) & ~finite, t, bad)
         return (carry, memory, bad), (y, digest)
 
@@ -180,14 +180,6 @@ def _forward_scan(apply, plan: _Plan, params, carry, xs, lengths):
         body, state0, (xs, times, plan.spill, plan.slot), reverse=plan.reverse
     )
     return Tape(carry, ys, memory, digests, bad)
-
-
-def _floats(tree):
-    return [leaf for leaf in jax.tree_util.tree_leaves(tree) if _is_float(leaf)]
-
-
-def _is_float(leaf) -> bool:
-    return bool(jnp.issubdtype(leaf.dtype, jnp.inexact))
 
 
 def _backward_scan(apply, inverse, plan, params, tape, xs, lengths, cotangents=None):
@@ -205,19 +197,19 @@ def _backward_scan(apply, inverse, plan, params, tape, xs, lengths, cotangents=N
         active = _active(lengths, t)
         carry = _unstep(inverse, params, carry, x, active)
         differs = _fingerprint(carry, t) != digest
+        d_x = None
         if cotangents is not None:
             param_acc, c_ct = grads
-            d_params, c_ct, d_x = _step_vjp(apply, params, carry, x, active, c_ct, y_ct, x_wanted)
+            step = lambda c, x, p: _step(apply, p, c, x, active)  # noqa: E731
+            d_params, c_ct, d_x = step_vjp(step, [params], carry, x, c_ct, y_ct, x_wanted)
             grads = ([a + d for a, d in zip(param_acc, d_params, strict=True)], c_ct)
-        else:
-            d_x = None
         word, lost = buffer.restore(carry.word, tape.memory, flag, slot)
         mismatch = jnp.where((mismatch < 0) & (differs | jnp.any(lost)), t, mismatch)
         return (_with_word(carry, word), mismatch, grads), d_x
 
     grads0 = None
     if cotangents is not None:
-        grads0 = ([jnp.zeros_like(p) for p in _floats(params)], carry_ct)
+        grads0 = ([jnp.zeros_like(p) for p in float_leaves(params)], carry_ct)
     state0 = (tape.carry, jnp.asarray(-1, jnp.int32), grads0)
     (carry, mismatch, grads), d_xs = jax.lax.scan(
         body,
@@ -226,32 +218,6 @@ def _backward_scan(apply, inverse, plan, params, tape, xs, lengths, cotangents=N
         reverse=not plan.reverse,
     )
     return carry, mismatch, grads, d_xs
-
-
-def _step_vjp(apply, params, carry, x, active, carry_ct, y_ct, x_wanted):
-    """Cotangents of one masked step for the floating leaves of params, carry and x."""
-    p_leaves, p_tree = jax.tree_util.tree_flatten(params)
-    c_leaves, c_tree = jax.tree_util.tree_flatten(carry)
-    p_idx = [i for i, leaf in enumerate(p_leaves) if _is_float(leaf)]
-    c_idx = [i for i, leaf in enumerate(c_leaves) if _is_float(leaf)]
-
-    def fill(leaves, idx, values):
-        leaves = list(leaves)
-        for i, v in zip(idx, values, strict=True):
-            leaves[i] = v
-        return leaves
-
-    def float_step(p_f, c_f, *x_f):
-        p = jax.tree_util.tree_unflatten(p_tree, fill(p_leaves, p_idx, p_f))
-        c = jax.tree_util.tree_unflatten(c_tree, fill(c_leaves, c_idx, c_f))
-        new, y = _step(apply, p, c, x_f[0] if x_wanted else x, active)
-        return _floats(new), _floats(y)
-
-    primals = ([p_leaves[i] for i in p_idx], [c_leaves[i] for i in c_idx])
-    (_, y_f), pullback = jax.vjp(float_step, *primals, *((x,) if x_wanted else ()))
-    y_cts = [jnp.zeros_like(o) if c is None else c for o, c in zip(y_f, y_ct, strict=True)]
-    d_params, d_carry, *d_x = pullback((carry_ct, y_cts))
-    return d_params, d_carry, d_x[0] if x_wanted else None
 
 
 def _prepare(cell, carry, xs, lengths, reverse):
@@ -351,7 +317,7 @@ def _reversible(apply, inverse, plan, params, carry, xs, lengths):
 
 def _fwd(apply, inverse, plan, params, carry, xs, lengths):
     values = [jax.tree_util.tree_map(lambda p: p.value, a) for a in (params, carry, xs, lengths)]
-    x_wanted = any(p.perturbed for p in jax.tree_util.tree_leaves(xs) if _is_float(p.value))
+    x_wanted = any(p.perturbed for p in jax.tree_util.tree_leaves(xs) if is_float(p.value))
     params, carry, xs, lengths = values
     tape = _forward_scan(apply, plan, params, carry, xs, lengths)
     _raise_overflow(tape.bad_step)
@@ -364,55 +330,27 @@ def _bwd(apply, inverse, plan, residuals, cts):
     params, carry0, xs, lengths, tape, flag = residuals
     x_wanted = flag is not None
     carry_ct, ys_ct, _ = cts
-    is_zero = lambda c: isinstance(c, SymbolicZero)  # noqa: E731
-    carry_leaves = jax.tree_util.tree_leaves(carry0)
     carry_cts = [
-        jnp.zeros_like(leaf) if is_zero(c) else c
-        for c, leaf in zip(
-            jax.tree_util.tree_leaves(carry_ct, is_leaf=is_zero), carry_leaves, strict=True
-        )
-        if _is_float(leaf)
+        jnp.zeros_like(leaf) if c is None else c
+        for leaf, c in zip(float_leaves(carry0), cotangent_leaves(carry_ct, carry0), strict=True)
     ]
     x0 = jax.tree_util.tree_map(lambda a: a[0], xs)
-    y_shapes = jax.tree_util.tree_leaves(jax.eval_shape(lambda: apply(params, carry0, x0)[1]))
-    ys_cts = [  # per output leaf with a gradient: its (T, ...) cotangents, or None for zeros
-        None if is_zero(c) else c
-        for c, s in zip(jax.tree_util.tree_leaves(ys_ct, is_leaf=is_zero), y_shapes, strict=True)
-        if _is_float(s)
-    ]
-    full_tape = tape._replace(ys=None)
+    y_shape = jax.eval_shape(lambda: apply(params, carry0, x0)[1])
+    ys_cts = cotangent_leaves(ys_ct, y_shape)  # (T, ...) per floating output leaf, or None
     rebuilt, mismatch, (d_params, d_carry), d_xs = _backward_scan(
-        apply, inverse, plan, params, full_tape, xs, lengths, (carry_cts, ys_cts, x_wanted)
+        apply, inverse, plan, params, tape, xs, lengths, (carry_cts, ys_cts, x_wanted)
     )
-    same = jnp.all(
-        jnp.stack(
-            [
-                jnp.all(a == b)
-                for a, b in zip(jax.tree_util.tree_leaves(rebuilt), carry_leaves, strict=True)
-            ]
-        )
-    )
+    pairs = zip(jax.tree_util.tree_leaves(rebuilt), jax.tree_util.tree_leaves(carry0), strict=True)
+    same = jnp.all(jnp.stack([jnp.all(a == b) for a, b in pairs]))
     first = plan.n_steps - 1 if plan.reverse else 0
     mismatch = jnp.where((mismatch < 0) & ~same, first, mismatch)
     _raise_mismatch(mismatch)
-    poison = lambda g: jnp.where(mismatch >= 0, jnp.nan, g)  # noqa: E731 - under jit
-
-    def fill(tree, floats):
-        it = iter(floats)
-        leaves = [
-            poison(next(it)) if _is_float(leaf) else None
-            for leaf in jax.tree_util.tree_leaves(tree)
-        ]
-        return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(tree), leaves)
-
-    params_ct = fill(params, d_params)
-    carry_ct_out = fill(carry0, d_carry)
-    if x_wanted:
-        xs_ct = jax.tree_util.tree_map(lambda d: poison(d) if _is_float(d) else None, d_xs)
-    else:
-        xs_ct = jax.tree_util.tree_map(lambda _: None, xs)
-    lengths_ct = None if lengths is None else jax.tree_util.tree_map(lambda _: None, lengths)
-    return params_ct, carry_ct_out, xs_ct, lengths_ct
+    poison = lambda grads: [jnp.where(mismatch >= 0, jnp.nan, g) for g in grads]  # noqa: E731
+    params_ct = with_floats(params, poison(d_params))
+    carry_ct_out = with_floats(carry0, poison(d_carry))
+    none = lambda tree: jax.tree_util.tree_map(lambda _: None, tree)  # noqa: E731
+    xs_ct = with_floats(xs, poison(d_xs)) if x_wanted else none(xs)
+    return params_ct, carry_ct_out, xs_ct, None if lengths is None else none(lengths)
 
 
 _reversible.defvjp(_fwd, _bwd, symbolic_zeros=True)
