@@ -235,12 +235,25 @@ def _prepare(cell, carry, xs, lengths, reverse):
     return apply, inverse, _plan(n_steps, bits, bool(reverse)), lengths
 
 
+def _check_step_types(apply, params, carry, xs):
+    """cell.apply must return a carry of the structure, shapes and dtypes it was given."""
+    x0 = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(shape_of(a)[1:], a.dtype), xs)
+    new = jax.eval_shape(apply, params, carry, x0)[0]
+    given = [(shape_of(a), jnp.dtype(a.dtype)) for a in jax.tree_util.tree_leaves(carry)]
+    got = [(a.shape, jnp.dtype(a.dtype)) for a in jax.tree_util.tree_leaves(new)]
+    if jax.tree_util.tree_structure(new) != jax.tree_util.tree_structure(carry) or got != given:
+        raise ValueError(
+            f"carry: cell.apply maps a carry of leaves {given} to {got}; give params, carry and "
+            "xs one float dtype and the carry the batch shape of xs"
+        )
+
+
 def _raise_overflow(bad_step):
     if is_concrete(bad_step) and int(bad_step) >= 0:
         raise FixedPointOverflowError(
-            f"reversible_scan: the state left the fixed-point range or was not finite at step "
-            f"{int(bad_step)} (a NaN or an infinite input or parameter, or a carry out of the "
-            "grid's range); the steps from there on are NaN"
+            f"reversible_scan: the state left the range of its fixed-point grid or was not "
+            f"finite at step {int(bad_step)} (fewer frac_bits give more range; a NaN or "
+            "infinite input or parameter is never finite); the steps from there on are NaN"
         )
 
 
@@ -259,6 +272,7 @@ def forward(cell, params, carry, xs, *, lengths=None, reverse: bool = False) -> 
     Raises :class:`FixedPointOverflowError` naming the first bad step (outside ``jit``).
     """
     apply, _, plan, lengths = _prepare(cell, carry, xs, lengths, reverse)
+    _check_step_types(apply, params, carry, xs)
     tape = _forward_scan(apply, plan, params, carry, xs, lengths)
     _raise_overflow(tape.bad_step)
     return tape
@@ -304,6 +318,7 @@ def reversible_scan(cell, params, carry, xs, *, lengths=None, reverse: bool = Fa
       ``jax.grad`` of that scan up to rounding.
     """
     apply, inverse, plan, lengths = _prepare(cell, carry, xs, lengths, reverse)
+    _check_step_types(apply, params, carry, xs)
     final, ys, bad_step = _reversible(apply, inverse, plan, params, carry, xs, lengths)
     _raise_overflow(bad_step)
     return final, ys

@@ -108,11 +108,20 @@ def test_an_inexact_inverse_is_caught_in_the_gradient_and_poisons_it_under_jit()
 
 
 def test_an_overflow_names_its_step():
+    # frac_bits = 23 in float32 leaves |h| < 1; from h = -(1 - 2^-23), a step with z < 1 and
+    # a candidate of exactly -1 lands on -1: the range is left at step 7 (z = 1 before it)
+    params = {k: jnp.zeros_like(v) for k, v in revgru.init(KEY, 2, 2).items()}
+    for half in ("1", "2"):
+        params[f"b_z{half}"] = jnp.array([20.0], jnp.float32)
+        params[f"W_z{half}"] = jnp.array([[0.0, 30.0]], jnp.float32)
+        params[f"W_n{half}"] = jnp.array([[0.0, 100.0]], jnp.float32)
+    carry = revgru.to_carry(jnp.full((1, 2), -(1 - 2.0**-23), jnp.float32), frac_bits=23)
+    xs = jnp.zeros((10, 1, 2), jnp.float32).at[7, 0, 1].set(-1.0)
+    with pytest.raises(FixedPointOverflowError, match="left the range .* at step 7"):
+        jaxrnn.reversible_scan(revgru, params, carry, xs)
     params, carry, xs = _problem(jnp.float32)
     bad = xs.at[12, 0, 1].set(jnp.nan)
-    with pytest.raises(FixedPointOverflowError, match="at step 12"):
-        jaxrnn.reversible_scan(revgru, params, carry, bad)
-    with pytest.raises(FixedPointOverflowError, match="at step 12"):
+    with pytest.raises(FixedPointOverflowError, match="not finite at step 12"):
         jax.grad(lambda p: jnp.sum(jaxrnn.reversible_scan(revgru, p, carry, bad)[0].h))(params)
     final, _ = jax.jit(lambda xs: jaxrnn.reversible_scan(revgru, params, carry, xs))(bad)
     assert bool(jnp.all(jnp.isnan(final.h[0]))) and bool(jnp.all(jnp.isfinite(final.h[1:])))
@@ -124,6 +133,9 @@ def test_bad_cells_and_carries_are_refused_by_name():
         jaxrnn.reversible_scan(revgru.apply, params, carry, xs)
     with pytest.raises(ValueError, match="carry: expected the carry of a reversible cell"):
         jaxrnn.reversible_scan(revgru, params, carry.h, xs)
+    wide = {k: v.astype(jnp.float64) for k, v in params.items()}
+    with pytest.raises(ValueError, match="carry: cell.apply maps a carry of leaves"):
+        jaxrnn.reversible_scan(revgru, wide, carry, xs)
 
 
 def test_memory_grows_only_by_the_buffer_bits():
