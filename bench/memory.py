@@ -1,6 +1,7 @@
 """Backprop through time in bounded memory: compiled memory and time against T.
 
-    python bench/memory.py [--max-exp 6] [--time-steps 500] [--rounds 5] [--large-t 100000]
+    python bench/memory.py [--max-exp 6] [--time-steps 500] [--rounds 9] [--large-t 1000000]
+                           [--large-json FILE]
 
 For a loss on the final state of a GRU (B = 32, H = 256, D = 2, float32), the memory of
 ``jax.jit(jax.grad(loss))`` read from the compiled program (``memory_analysis()``:
@@ -148,7 +149,9 @@ def destroyed_bits(n_steps: int) -> float:
 
 
 def large_run(n_steps: int) -> dict:
-    """One forward+backward of the reversible GRU at T = n_steps, in this process."""
+    """One forward+backward of the reversible GRU at T = n_steps, in this process (at
+    T = 10^6 about half an hour on 2 cores: ``--large-only`` prints its JSON, which
+    ``--large-json`` takes back)."""
     params, carry = memory.problem("reversible", batch=B, hidden=H, in_dim=D)
     loss = memory.final_state_loss("reversible")
     xs = 0.5 * jax.random.normal(jax.random.PRNGKey(2), (n_steps, B, D), jnp.float32)
@@ -161,15 +164,25 @@ def large_run(n_steps: int) -> dict:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
     analysis = compiled.memory_analysis()
     total = analysis.temp_size_in_bytes + analysis.argument_size_in_bytes
-    return {"seconds": seconds, "peak_rss": peak, "compiled": total, "finite": finite}
+    return {
+        "n_steps": n_steps,
+        "seconds": seconds,
+        "peak_rss": peak,
+        "compiled": total,
+        "finite": finite,
+    }
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-exp", type=int, default=6, help="largest T = 10^max-exp")
     parser.add_argument("--time-steps", type=int, default=500, help="T of the timed runs")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
-    parser.add_argument("--large-t", type=int, default=100_000, help="T of the real run")
+    parser.add_argument("--rounds", type=int, default=9, help="interleaved timing rounds")
+    parser.add_argument("--large-t", type=int, default=1_000_000, help="T of the real run")
+    parser.add_argument(
+        "--large-json",
+        help="the JSON a previous `--large-only` run printed, instead of running it again",
+    )
     parser.add_argument("--large-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.large_only:
@@ -181,8 +194,12 @@ def main():
     timing_md, ratios = time_table(args.time_steps, args.rounds)
     print(timing_md)
     bits = destroyed_bits(args.time_steps)
-    command = [sys.executable, __file__, "--large-only", "--large-t", str(args.large_t)]
-    large = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
+    if args.large_json:
+        large = json.loads(Path(args.large_json).read_text())
+    else:
+        command = [sys.executable, __file__, "--large-only", "--large-t", str(args.large_t)]
+        run = subprocess.run(command, capture_output=True, text=True, check=True)
+        large = json.loads(run.stdout)
     print(large)
     rev = "reversible_scan (RevGRU)"
     body = f"""## Backprop through time in bounded memory (`python bench/memory.py`)
@@ -213,7 +230,7 @@ cost of rebuilding the states). Its buffer allocates {revgru.DEFAULT_MAX_FORGET_
 per unit and step (+ 32 per unit); the steps of this run destroyed {bits:.2f} bits per
 unit and step (mean log2 1/z, random weights), the least any exact reversal must keep.
 
-A real forward+backward of the reversible GRU at T = {args.large_t:,} took
+A real forward+backward of the reversible GRU at T = {large["n_steps"]:,} took
 {large["seconds"]:.0f} s with a peak resident memory of {large["peak_rss"] / 2**30:.2f} GiB
 for the whole process (compiled estimate for temporaries and arguments
 {large["compiled"] / 2**30:.2f} GiB); gradients finite: {large["finite"]}. At
