@@ -140,14 +140,11 @@ def test_bad_cells_and_carries_are_refused_by_name():
 
 def test_memory_grows_only_by_the_buffer_bits():
     batch, hidden = 4, 32
-    sizes = {
-        method: [
-            memory.gradient_memory(method, n, batch=batch, hidden=hidden, in_dim=D).temp
-            for n in (400, 2000)
-        ]
-        for method in ("reversible", "autodiff")
-    }
-    growth = {method: (big - small) / 1600 for method, (small, big) in sizes.items()}
-    # per step: m = 2 bits per unit of buffer memory and a 4-byte fingerprint
-    assert growth["reversible"] <= batch * hidden * 2 / 8 + 4 + 1
-    assert growth["autodiff"] > 10 * growth["reversible"]  # a GRU's residuals, same H
+    small, big = (
+        memory.gradient_memory("reversible", n, batch=batch, hidden=hidden, in_dim=D).temp
+        for n in (400, 2000)
+    )
+    growth = (big - small) / 1600
+    # per step: m = 2 bits per unit of buffer memory and a 4-byte fingerprint (a GRU's
+    # autodiff keeps about 9 floats per unit: tests/test_checkpointed.py sees it grow)
+    assert batch * hidden * 2 / 8 <= growth <= batch * hidden * 2 / 8 + 4 + 1
