@@ -248,22 +248,24 @@ def _check_step_types(apply, params, carry, xs):
         )
 
 
-def _raise_overflow(bad_step):
-    if is_concrete(bad_step) and int(bad_step) >= 0:
-        raise FixedPointOverflowError(
-            f"reversible_scan: the state left the range of its fixed-point grid or was not "
-            f"finite at step {int(bad_step)} (fewer frac_bits give more range; a NaN or "
-            "infinite input or parameter is never finite); the steps from there on are NaN"
-        )
+_MESSAGES = {
+    FixedPointOverflowError: (
+        "the state left the range of its fixed-point grid or was not finite at step {step} "
+        "(fewer frac_bits give more range; a NaN or infinite input or parameter is never "
+        "finite); the steps from there on are NaN"
+    ),
+    TrajectoryMismatchError: (
+        "the state rebuilt before step {step} differs from the forward pass (checksum): the "
+        "inputs or parameters differ from the forward pass's, or the cell's inverse is not "
+        "exact"
+    ),
+}
 
 
-def _raise_mismatch(mismatch):
-    if is_concrete(mismatch) and int(mismatch) >= 0:
-        raise TrajectoryMismatchError(
-            f"reversible_scan: the state rebuilt before step {int(mismatch)} differs from the "
-            "forward pass (checksum): the inputs or parameters differ from the forward "
-            "pass's, or the cell's inverse is not exact"
-        )
+def _raise_at(step, error):
+    """Raise ``error`` naming ``step`` when it is known (outside jit) and not -1."""
+    if is_concrete(step) and int(step) >= 0:
+        raise error("reversible_scan: " + _MESSAGES[error].format(step=int(step)))
 
 
 def forward(cell, params, carry, xs, *, lengths=None, reverse: bool = False) -> Tape:
@@ -274,7 +276,7 @@ def forward(cell, params, carry, xs, *, lengths=None, reverse: bool = False) -> 
     apply, _, plan, lengths = _prepare(cell, carry, xs, lengths, reverse)
     _check_step_types(apply, params, carry, xs)
     tape = _forward_scan(apply, plan, params, carry, xs, lengths)
-    _raise_overflow(tape.bad_step)
+    _raise_at(tape.bad_step, FixedPointOverflowError)
     return tape
 
 
@@ -287,7 +289,7 @@ def reconstruct(cell, params, tape: Tape, xs, *, lengths=None, reverse: bool = F
     """
     _, inverse, plan, lengths = _prepare(cell, tape.carry, xs, lengths, reverse)
     carry, mismatch, _, _ = _backward_scan(None, inverse, plan, params, tape, xs, lengths)
-    _raise_mismatch(mismatch)
+    _raise_at(mismatch, TrajectoryMismatchError)
     return carry
 
 
@@ -320,7 +322,7 @@ def reversible_scan(cell, params, carry, xs, *, lengths=None, reverse: bool = Fa
     apply, inverse, plan, lengths = _prepare(cell, carry, xs, lengths, reverse)
     _check_step_types(apply, params, carry, xs)
     final, ys, bad_step = _reversible(apply, inverse, plan, params, carry, xs, lengths)
-    _raise_overflow(bad_step)
+    _raise_at(bad_step, FixedPointOverflowError)
     return final, ys
 
 
@@ -335,7 +337,7 @@ def _fwd(apply, inverse, plan, params, carry, xs, lengths):
     x_wanted = any(p.perturbed for p in jax.tree_util.tree_leaves(xs) if is_float(p.value))
     params, carry, xs, lengths = values
     tape = _forward_scan(apply, plan, params, carry, xs, lengths)
-    _raise_overflow(tape.bad_step)
+    _raise_at(tape.bad_step, FixedPointOverflowError)
     residual_tape = tape._replace(ys=None)
     flag = () if x_wanted else None  # in the tree structure: static
     return (tape.carry, tape.ys, tape.bad_step), (params, carry, xs, lengths, residual_tape, flag)
@@ -359,7 +361,7 @@ def _bwd(apply, inverse, plan, residuals, cts):
     same = jnp.all(jnp.stack([jnp.all(a == b) for a, b in pairs]))
     first = plan.n_steps - 1 if plan.reverse else 0
     mismatch = jnp.where((mismatch < 0) & ~same, first, mismatch)
-    _raise_mismatch(mismatch)
+    _raise_at(mismatch, TrajectoryMismatchError)
     poison = lambda grads: [jnp.where(mismatch >= 0, jnp.nan, g) for g in grads]  # noqa: E731
     params_ct = with_floats(params, poison(d_params))
     carry_ct_out = with_floats(carry0, poison(d_carry))
