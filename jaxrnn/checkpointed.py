@@ -36,11 +36,13 @@ from math import comb
 from typing import NamedTuple
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 
 from jaxrnn._checks import check_positive_int, shape_of
 from jaxrnn._step_vjp import cotangent_leaves, float_leaves, step_vjp, with_floats
+from jaxrnn._varying import vary_like
 
 
 class ScheduleCost(NamedTuple):
@@ -160,8 +162,8 @@ def scan(f, init, xs, *, checkpoints: int, reverse: bool = False, unroll: int | 
                     tasks += [(start, m, s), (start + m, n - m, s - 1)]
 
     Args:
-      f: ``f(carry, x) -> (carry, y)``, as for ``lax.scan``; values it closes over may be
-        differentiated (they are passed to the custom derivative explicitly).
+      f: ``f(carry, x) -> (carry, y)``, as for ``lax.scan``; arrays it closes over may be
+        differentiated or traced (they are passed to the custom derivative explicitly).
       init: the initial carry (any pytree; integer leaves get no cotangent).
       xs: a pytree of arrays with a leading axis T.
       checkpoints: k >= 1, the carries kept for the backward pass (x_0 included).
@@ -177,7 +179,7 @@ def scan(f, init, xs, *, checkpoints: int, reverse: bool = False, unroll: int | 
     if n_steps == 0:
         return jax.lax.scan(f, init, xs, reverse=reverse, unroll=unroll)
     x0 = jax.tree_util.tree_map(lambda a: a[0], xs)
-    step, consts = jax.closure_convert(f, init, x0)
+    step, consts = _explicit_closure(f, init, x0)
     plan = _plan(n_steps, int(checkpoints))
     return _checkpointed(step, plan, bool(reverse), unroll, consts, init, xs)
 
@@ -185,6 +187,31 @@ def scan(f, init, xs, *, checkpoints: int, reverse: bool = False, unroll: int | 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
 def _checkpointed(step, plan, reverse, unroll, consts, init, xs):
     return jax.lax.scan(lambda c, x: step(c, x, *consts), init, xs, reverse=reverse, unroll=unroll)
+
+
+def _zeros_like_each(leaves, values=None):
+    """``values`` (zeros if None), each cast to vary over the mesh axes of its leaf in
+    ``leaves`` (inside ``jax.shard_map``; a no-op outside)."""
+    values = [jnp.zeros_like(leaf) for leaf in leaves] if values is None else values
+    return [vary_like(v, leaf) for v, leaf in zip(values, leaves, strict=True)]
+
+
+def _explicit_closure(f, init, x0):
+    """``(step, consts)`` with ``step(c, x, *consts) == f(c, x)``: every array ``f`` reads
+    besides its arguments (parameters, lengths, traced or not) becomes an argument.
+
+    A custom derivative must receive all such values explicitly: one traced by an enclosing
+    ``jit``, ``vmap`` or ``shard_map`` and merely closed over would leak into its backward
+    pass, which is traced apart (``jax.closure_convert`` hoists only the differentiated ones).
+    """
+    closed, out_shape = jax.make_jaxpr(f, return_shape=True)(init, x0)
+    out_tree = jax.tree_util.tree_structure(out_shape)
+
+    def step(c, x, *consts):
+        run = jax.extend.core.jaxpr_as_fun(jax.extend.core.ClosedJaxpr(closed.jaxpr, consts))
+        return jax.tree_util.tree_unflatten(out_tree, run(*jax.tree_util.tree_leaves((c, x))))
+
+    return step, list(closed.consts)
 
 
 def _time(plan: _Plan, reverse: bool, p):
@@ -202,6 +229,7 @@ def _forward(step, plan, reverse, unroll, primal_consts, primal_init, primal_xs)
     slots = jax.tree_util.tree_map(
         lambda leaf: jnp.zeros((plan.checkpoints, *jnp.shape(leaf)), jnp.result_type(leaf)), init
     )
+    slots = vary_like(slots, init, xs, consts)  # inside jax.shard_map: as the carries will
 
     def body(state, x):
         c, slots, j, turn, p = state  # p counts the steps run
@@ -255,8 +283,11 @@ def _backward(step, plan, reverse, unroll, residuals, cts):
         jnp.zeros_like(leaf) if c is None else c
         for leaf, c in zip(float_leaves(turn), cotangent_leaves(carry_ct, turn), strict=True)
     ]
-    const_acc = [jnp.zeros_like(leaf) for leaf in float_leaves(consts)]
-    xs_acc = [jnp.zeros_like(leaf) for leaf in float_leaves(xs)] if x_wanted else []
+    # each sum has the type of its primal: inside jax.shard_map, the vjp of a step already
+    # sums a replicated input's cotangent over the devices (and varies where it varies)
+    carry_cts = _zeros_like_each(float_leaves(turn), carry_cts)
+    const_acc = _zeros_like_each(float_leaves(consts))
+    xs_acc = _zeros_like_each(float_leaves(xs)) if x_wanted else []
     carry_cts, const_acc, xs_acc = youturn(plan.n_steps - 1, turn, carry_cts, const_acc, xs_acc)
 
     binomials = jnp.asarray(plan.binomials, jnp.int32)

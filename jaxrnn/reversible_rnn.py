@@ -38,6 +38,7 @@ import numpy as np
 
 from jaxrnn._checks import check_lengths, describe, is_concrete, shape_of
 from jaxrnn._step_vjp import cotangent_leaves, float_leaves, is_float, step_vjp, with_floats
+from jaxrnn._varying import sum_like, vary_like
 from jaxrnn.exact import buffer
 from jaxrnn.exact import fixed_point as fp
 from jaxrnn.reversible import FixedPointOverflowError, TrajectoryMismatchError
@@ -175,7 +176,8 @@ def _forward_scan(apply, plan: _Plan, params, carry, xs, lengths):
         bad = jnp.where((bad < 0) & ~finite, t, bad)
         return (carry, memory, bad), (y, digest)
 
-    state0 = (carry, memory, jnp.asarray(-1, jnp.int32))
+    # inside jax.shard_map the memory and the flag vary as the carry does
+    state0 = (carry, *vary_like((memory, jnp.asarray(-1, jnp.int32)), carry))
     (carry, memory, bad), (ys, digests) = jax.lax.scan(
         body, state0, (xs, times, plan.spill, plan.slot), reverse=plan.reverse
     )
@@ -208,9 +210,13 @@ def _backward_scan(apply, inverse, plan, params, tape, xs, lengths, cotangents=N
         return (_with_word(carry, word), mismatch, grads), d_x
 
     grads0 = None
-    if cotangents is not None:
-        grads0 = ([jnp.zeros_like(p) for p in float_leaves(params)], carry_ct)
-    state0 = (tape.carry, jnp.asarray(-1, jnp.int32), grads0)
+    if cotangents is not None:  # each sum typed as its primal (see checkpointed)
+        zeros = [vary_like(jnp.zeros_like(p), p) for p in float_leaves(params)]
+        leaves = float_leaves(tape.carry)
+        carry_ct = [vary_like(c, leaf) for c, leaf in zip(carry_ct, leaves, strict=True)]
+        grads0 = (zeros, carry_ct)
+    mismatch0 = vary_like(jnp.asarray(-1, jnp.int32), tape.carry)  # varies as the carry
+    state0 = (tape.carry, mismatch0, grads0)
     (carry, mismatch, grads), d_xs = jax.lax.scan(
         body,
         state0,
@@ -275,6 +281,7 @@ def forward(cell, params, carry, xs, *, lengths=None, reverse: bool = False) -> 
     """
     apply, _, plan, lengths = _prepare(cell, carry, xs, lengths, reverse)
     _check_step_types(apply, params, carry, xs)
+    carry = vary_like(carry, params, xs, lengths)  # a carry made inside jax.shard_map
     tape = _forward_scan(apply, plan, params, carry, xs, lengths)
     _raise_at(tape.bad_step, FixedPointOverflowError)
     return tape
@@ -321,6 +328,7 @@ def reversible_scan(cell, params, carry, xs, *, lengths=None, reverse: bool = Fa
     """
     apply, inverse, plan, lengths = _prepare(cell, carry, xs, lengths, reverse)
     _check_step_types(apply, params, carry, xs)
+    carry = vary_like(carry, params, xs, lengths)  # a carry made inside jax.shard_map
     final, ys, bad_step = _reversible(apply, inverse, plan, params, carry, xs, lengths)
     _raise_at(bad_step, FixedPointOverflowError)
     return final, ys
@@ -362,10 +370,12 @@ def _bwd(apply, inverse, plan, residuals, cts):
     first = plan.n_steps - 1 if plan.reverse else 0
     mismatch = jnp.where((mismatch < 0) & ~same, first, mismatch)
     _raise_at(mismatch, TrajectoryMismatchError)
-    poison = lambda grads: [jnp.where(mismatch >= 0, jnp.nan, g) for g in grads]  # noqa: E731
+    # inside jax.shard_map: a mismatch on any device poisons every gradient (a no-op outside)
+    anywhere = sum_like((mismatch >= 0).astype(jnp.int32), jnp.int32(0)) > 0
+    poison = lambda grads: [jnp.where(anywhere, jnp.nan, g) for g in grads]  # noqa: E731
+    none = lambda tree: jax.tree_util.tree_map(lambda _: None, tree)  # noqa: E731
     params_ct = with_floats(params, poison(d_params))
     carry_ct_out = with_floats(carry0, poison(d_carry))
-    none = lambda tree: jax.tree_util.tree_map(lambda _: None, tree)  # noqa: E731
     xs_ct = with_floats(xs, poison(d_xs)) if x_wanted else none(xs)
     return params_ct, carry_ct_out, xs_ct, None if lengths is None else none(lengths)
 
