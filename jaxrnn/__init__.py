@@ -9,12 +9,15 @@ from jaxrnn import (
     bptt,
     cells,
     checkpoint,
+    checkpointed,
     dynamics,
     interop,
     layers,
     mdrnn,
+    memory,
     parallel,
     reversible,
+    reversible_rnn,
     sharding,
     step_rnn,
     steps,
@@ -23,6 +26,7 @@ from jaxrnn import (
 )
 from jaxrnn.gru_layer import gru_layer
 from jaxrnn.lstm_layer import lstm_layer
+from jaxrnn.reversible_rnn import reversible_scan
 from jaxrnn.scan import bidirectional, scan
 
 __version__ = "0.1.0"
@@ -33,14 +37,18 @@ __all__ = [
     "bptt",
     "cells",
     "checkpoint",
+    "checkpointed",
     "dynamics",
     "gru_layer",
     "interop",
     "layers",
     "lstm_layer",
     "mdrnn",
+    "memory",
     "parallel",
     "reversible",
+    "reversible_rnn",
+    "reversible_scan",
     "scan",
     "sharding",
     "step_rnn",

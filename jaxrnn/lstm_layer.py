@@ -20,6 +20,7 @@ import math
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrnn import checkpointed_lstm
 from jaxrnn._checks import check_last_dim, check_lengths, check_matrix, dtype_of, shape_of
 from jaxrnn._varying import vary_like
 from jaxrnn.cells import lstm
@@ -76,6 +77,7 @@ def lstm_layer(
     reverse: bool = False,
     choices: Choices | None = None,
     checkify_lengths: bool = False,
+    checkpoints: int | None = None,
 ):
     """Run the vector LSTM over ``xs``; the gradient is the hand BPTT, not autodiff.
 
@@ -105,6 +107,9 @@ def lstm_layer(
         :func:`jaxrnn.scan`); without it a traced value outside [0, T] acts as the bound.
       choices: how the kernel is computed (:class:`jaxrnn.lstm_fast.Choices`); the default
         is the fastest measured on CPU. Results do not depend on it beyond rounding.
+      checkpoints: None, or k: keep at most k carries for the backward pass and recompute
+        the others by binomial checkpointing (SPEC §10, :mod:`jaxrnn.checkpointed_lstm`);
+        then ``choices`` is not used.
 
     Returns:
       ``((c_T, h_T), ys)``: the final carry, each (*batch, H), and ys (T, *batch, H).
@@ -117,6 +122,16 @@ def lstm_layer(
     n_steps, batch, in_dim = xs_shape[0], xs_shape[1:-1], xs_shape[-1]
     if lengths is not None:
         lengths = check_lengths(lengths, xs, n_steps, checkify_values=checkify_lengths)
+    if checkpoints is not None:
+        return checkpointed_lstm.lstm_layer(
+            params,
+            carry,
+            xs,
+            lengths=lengths,
+            reverse=reverse,
+            dtype=dtype,
+            checkpoints=checkpoints,
+        )
     c0, h0 = vary_like(
         (jnp.asarray(carry[0], dtype), jnp.asarray(carry[1], dtype)), params, xs, lengths
     )  # a carry made inside jax.shard_map varies over the axes of the inputs

@@ -7,10 +7,13 @@ A cell is any function ``cell(params, carry, x) -> (carry, y)``, e.g. ``jaxrnn.c
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrnn import checkpointed
 from jaxrnn._checks import check_lengths, dtype_of, shape_of
 from jaxrnn._varying import vary_like
 
@@ -105,13 +108,15 @@ def scan(
     reverse: bool = False,
     unroll: int | bool = 1,
     checkify_lengths: bool = False,
+    checkpoints: int | None = None,
 ):
     """Run ``cell`` along the leading axis of ``xs`` with one ``jax.lax.scan``.
 
     Type signature (``c`` the carry, ``a`` one input step, ``b`` one output step)::
 
         scan(cell: (P, c, a) -> (c, b), params: P, carry: c, xs: [T, a], *,
-             lengths: [*batch] int | None, reverse: bool, unroll: int | bool) -> (c, [T, b])
+             lengths: [*batch] int | None, reverse: bool, unroll: int | bool,
+             checkpoints: int | None) -> (c, [T, b])
 
     With ``lengths`` (right-padded sequences), sequence n runs over its first
     ``lengths[n]`` steps only: its carry stops changing after them, its outputs past them
@@ -146,6 +151,10 @@ def scan(
 
             f = checkify.checkify(jax.jit(lambda L: scan(..., lengths=L, checkify_lengths=True)))
             err, out = f(lengths);  err.throw()
+      checkpoints: None (the gradient keeps every step's residuals, as ``lax.scan``), or k:
+        the gradient keeps at most k carries and recomputes the rest by binomial
+        checkpointing, the fewest recomputations possible with k (SPEC §10,
+        :mod:`jaxrnn.checkpointed`); same values and, up to rounding, the same gradients.
 
     Returns:
       ``(final_carry, ys)``, with ys of shape (T, *batch, ...).
@@ -159,10 +168,11 @@ def scan(
         raise ValueError(f"reverse: expected True or False, got {reverse!r}")
     _check_carry_type(cell, params, carry, xs)
     carry = vary_like(carry, params, xs, lengths)  # a carry made inside jax.shard_map
+    loop = jax.lax.scan
+    if checkpoints is not None:
+        loop = functools.partial(checkpointed.scan, checkpoints=checkpoints)
     if lengths is None:
-        return jax.lax.scan(
-            lambda c, x: cell(params, c, x), carry, xs, reverse=reverse, unroll=unroll
-        )
+        return loop(lambda c, x: cell(params, c, x), carry, xs, reverse=reverse, unroll=unroll)
     lengths = jnp.asarray(check_lengths(lengths, xs, n_steps, checkify_values=checkify_lengths))
 
     def masked_step(c, t_and_x):
@@ -184,9 +194,7 @@ def scan(
 
     # Forward: padded steps come after a sequence's end and leave its carry alone.
     # Reverse: they come first, so the carry is still the initial one at step L - 1.
-    return jax.lax.scan(
-        masked_step, carry, (jnp.arange(n_steps), xs), reverse=reverse, unroll=unroll
-    )
+    return loop(masked_step, carry, (jnp.arange(n_steps), xs), reverse=reverse, unroll=unroll)
 
 
 def concat_outputs(y_forward, y_backward):
