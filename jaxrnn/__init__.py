@@ -4,7 +4,9 @@ Cells are pure functions with the ``lax.scan`` signature ``apply(params, carry, 
 (carry, y)``; a sequence is one ``lax.scan`` (:func:`scan`, :func:`bidirectional`).
 """
 
-from jaxrnn import (
+from jaxrnn import (  # noqa: E402  (the implementation modules)
+    _lstm_layer,
+    _scan,
     adder,
     bptt,
     cells,
@@ -24,10 +26,15 @@ from jaxrnn import (
     tasks,
     train,
 )
-from jaxrnn.gru_layer import gru_layer
-from jaxrnn.lstm_layer import lstm_layer
+from jaxrnn._deprecated import alias_module
+from jaxrnn._gru_layer import gru_layer
+from jaxrnn._lstm_layer import lstm_layer
+from jaxrnn._scan import bidirectional, scan
 from jaxrnn.reversible_rnn import reversible_scan
-from jaxrnn.scan import bidirectional, scan
+
+# the old module paths, whose names are now the functions (one release; CHANGELOG.md)
+alias_module("jaxrnn.scan", _scan, "jaxrnn.scan and jaxrnn.bidirectional (the functions)")
+alias_module("jaxrnn.lstm_layer", _lstm_layer, "jaxrnn.lstm_layer (the function)")
 
 __version__ = "0.1.0"
 

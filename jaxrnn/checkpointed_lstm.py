@@ -18,8 +18,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxrnn._scan import scan
 from jaxrnn.lstm_fast.fused import fuse
-from jaxrnn.scan import scan
 
 
 def fused_step(fused, carry, x):

@@ -27,10 +27,10 @@ import jax
 import jax.numpy as jnp
 
 from jaxrnn._checks import check_key, check_positive_int, describe, dtype_of, shape_of
+from jaxrnn._gru_layer import gru_layer
+from jaxrnn._lstm_layer import lstm_layer
+from jaxrnn._scan import scan
 from jaxrnn.cells import gru, lstm
-from jaxrnn.gru_layer import gru_layer
-from jaxrnn.lstm_layer import lstm_layer
-from jaxrnn.scan import scan
 
 #: The cells that have a fast layer, and that layer.
 FAST_LAYERS = {lstm: lstm_layer, gru: gru_layer}

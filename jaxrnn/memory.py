@@ -23,9 +23,9 @@ import jax
 import jax.numpy as jnp
 
 from jaxrnn._checks import check_positive_int
+from jaxrnn._scan import scan
 from jaxrnn.cells import gru, revgru
 from jaxrnn.reversible_rnn import reversible_scan
-from jaxrnn.scan import scan
 
 METHODS = ("autodiff", "remat", "checkpoints", "reversible")
 

@@ -12,7 +12,7 @@ import pytest
 import jaxrnn
 from jaxrnn import interop
 from jaxrnn.cells import gru, lstm
-from jaxrnn.lstm_layer import lstm_layer
+from jaxrnn._lstm_layer import lstm_layer
 
 T, B, D, H = 9, 3, 4, 5
 

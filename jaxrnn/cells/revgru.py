@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrnn._cell_pieces import check_sizes, gate_shapes, uniform_weights
 from jaxrnn._checks import (
     batch_shape_tuple,
     check_batches_broadcast,
@@ -50,7 +51,6 @@ from jaxrnn._checks import (
     shape_of,
 )
 from jaxrnn.cells import _forget
-from jaxrnn.cells._common import check_sizes, gate_shapes, uniform_weights
 from jaxrnn.exact import fixed_point as fp
 
 GATES = ("z1", "r1", "n1", "z2", "r2", "n2")
@@ -191,7 +191,7 @@ def to_carry(h, *, frac_bits: int | None = None, max_forget_bits=DEFAULT_MAX_FOR
     return Carry(grid, jnp.zeros(grid.shape, jnp.uint32), int(frac_bits), max_forget_bits)
 
 
-def check(params: dict, carry, x) -> tuple[int, int]:
+def validate(params: dict, carry, x) -> tuple[int, int]:
     """Validate params, carry and input; returns (D, H)."""
     half, in_dim = check_matrix(params, "W_z1")
     check_params(params, param_shapes(in_dim, 2 * half))
@@ -281,7 +281,7 @@ def apply(params: dict, carry: Carry, x):
       of about 32 / m steps; :func:`jaxrnn.reversible_scan` moves its high bytes to memory
       in time (under :func:`jaxrnn.scan` it wraps after that, leaving h unchanged).
     """
-    check(params, carry, x)
+    validate(params, carry, x)
     x = jnp.asarray(x).astype(carry.h.dtype)
     F, m = carry.frac_bits, carry.max_forget_bits
     shape = jnp.broadcast_shapes(carry.h.shape[:-1], x.shape[:-1]) + carry.h.shape[-1:]
@@ -299,7 +299,7 @@ def inverse(params: dict, carry: Carry, x) -> Carry:
     Undoes the second half (its gates recomputed from h1_t), then the first (from the
     recovered h2_{t-1}), popping their digits from the buffer word.
     """
-    check(params, carry, x)
+    validate(params, carry, x)
     x = jnp.asarray(x).astype(carry.h.dtype)
     F, m = carry.frac_bits, carry.max_forget_bits
     h1, h2 = _halves(carry.h)
@@ -315,7 +315,7 @@ def destroyed_bits(params: dict, carry: Carry, x):
     This is -log2 |det ∂h_t / ∂h_{t-1}| of the fixed-point step (its Jacobian is block
     triangular with diagonal blocks diag(z1), diag(z2)), the least a buffer must keep.
     """
-    check(params, carry, x)
+    validate(params, carry, x)
     x = jnp.asarray(x).astype(carry.h.dtype)
     m = carry.max_forget_bits
     h1, h2 = _halves(carry.h)

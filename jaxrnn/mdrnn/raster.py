@@ -19,8 +19,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxrnn._cell_pieces import resolve_activation
 from jaxrnn._varying import vary_like
-from jaxrnn.cells._common import resolve_activation
 from jaxrnn.mdrnn import cell
 
 
@@ -49,7 +49,7 @@ def raster(params: dict, x, *, activation="tanh", unroll: int | bool = 1):
     Returns:
       h, shape (*batch, H, W, hidden).
     """
-    in_dim, hidden = cell.check(params)
+    in_dim, hidden = cell.validate_params(params)
     batch, height, width = cell.check_grid(x, in_dim)
     phi = resolve_activation(activation)
     dtype = cell.result_dtype(params, x)
@@ -78,7 +78,7 @@ def raster_fast(params: dict, x, *, activation="tanh"):
 
     Args and Returns as :func:`raster`.
     """
-    in_dim, hidden = cell.check(params)
+    in_dim, hidden = cell.validate_params(params)
     batch, height, width = cell.check_grid(x, in_dim)
     phi = resolve_activation(activation)
     dtype = cell.result_dtype(params, x)

@@ -29,9 +29,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrnn._cell_pieces import resolve_activation
 from jaxrnn._checks import check_positive_int, dtype_of, is_concrete, shape_of
 from jaxrnn._varying import vary_like
-from jaxrnn.cells._common import resolve_activation
 from jaxrnn.mdrnn import cell
 
 
@@ -269,7 +269,7 @@ def wavefront(
     Returns:
       h, shape (*batch, H, W, hidden).
     """
-    in_dim, hidden = cell.check(params)
+    in_dim, hidden = cell.validate_params(params)
     batch, height, width = cell.check_grid(x, in_dim)
     check_grouping(min_length, fill)
     mask = None

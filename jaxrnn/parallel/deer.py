@@ -48,9 +48,9 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from jaxrnn._checks import check_lengths, check_positive_int, dtype_of, is_concrete, shape_of
+from jaxrnn._scan import scan
 from jaxrnn._varying import sum_like, vary_like
 from jaxrnn.parallel.linear import linear_recurrence
-from jaxrnn.scan import scan
 
 JACOBIANS = ("full", "diagonal")
 ON_FAILURE = ("warn", "raise", "nan", "ignore")

@@ -2,27 +2,10 @@
 
 from __future__ import annotations
 
-import functools
-import warnings
-
+from jaxrnn._deprecated import alias
 from jaxrnn.reversible.state import raise_if_failed
 
-
-def alias(new, old_name: str):
-    """``new`` under its old name: the same call, with a DeprecationWarning naming both."""
-
-    @functools.wraps(new)
-    def call(*args, **kwargs):
-        warnings.warn(
-            f"{old_name} is deprecated and will be removed in the next release; use "
-            f"jaxrnn.reversible.{new.__name__}",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return new(*args, **kwargs)
-
-    return call
-
-
-check = alias(raise_if_failed, "jaxrnn.reversible.check")
-check_optimizer = alias(raise_if_failed, "jaxrnn.reversible.check_optimizer")
+check = alias(raise_if_failed, "jaxrnn.reversible.check", "jaxrnn.reversible.raise_if_failed")
+check_optimizer = alias(
+    raise_if_failed, "jaxrnn.reversible.check_optimizer", "jaxrnn.reversible.raise_if_failed"
+)

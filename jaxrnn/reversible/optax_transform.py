@@ -40,8 +40,9 @@ import numpy as np
 import optax
 
 from jaxrnn._checks import check_positive_int
+from jaxrnn._deprecated import alias
 from jaxrnn.exact import buffer
-from jaxrnn.reversible import deprecated, schedules
+from jaxrnn.reversible import schedules
 from jaxrnn.reversible import step as exact_step
 from jaxrnn.reversible.state import (
     DEFAULT_FRAC_BITS,
@@ -218,4 +219,8 @@ def as_gradient_transformation(opt: ReversibleMomentum) -> optax.GradientTransfo
     return optax.GradientTransformation(opt.init, opt.update)
 
 
-check = deprecated.alias(raise_if_failed, "jaxrnn.reversible.optax_transform.check")
+check = alias(
+    raise_if_failed,
+    "jaxrnn.reversible.optax_transform.check",
+    "jaxrnn.reversible.raise_if_failed",
+)

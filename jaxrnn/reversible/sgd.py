@@ -43,8 +43,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrnn._checks import is_concrete
+from jaxrnn._deprecated import alias
 from jaxrnn.exact import buffer
-from jaxrnn.reversible import deprecated, schedules, xla_cpu
+from jaxrnn.reversible import schedules, xla_cpu
 from jaxrnn.reversible import step as exact_step
 from jaxrnn.reversible.state import Segment, State, raise_if_failed
 
@@ -232,4 +233,4 @@ def _reverse(grad_fn, treedef, dtypes, frac_bits, words, inputs, extra):
 _forward_scan = jax.jit(_forward, static_argnames=_STATIC)
 _reverse_scan = jax.jit(_reverse, static_argnames=_STATIC)
 
-check = deprecated.alias(raise_if_failed, "jaxrnn.reversible.sgd.check")
+check = alias(raise_if_failed, "jaxrnn.reversible.sgd.check", "jaxrnn.reversible.raise_if_failed")

@@ -34,7 +34,7 @@ def _check_inputs(params, carry, xs, choices):
     if len(xs_shape) < 2:
         raise ValueError(f"xs: expected shape (T, *batch, D), got {xs_shape}")
     check_last_dim(xs, check_matrix(params, "W_i")[1], name="xs")
-    lstm.check(params, carry, xs)
+    lstm.validate(params, carry, xs)
     dtypes = {jnp.dtype(dtype_of(v)) for v in params.values()}
     if len(dtypes) != 1:
         raise ValueError(f"params: expected one floating dtype for all entries, got {dtypes}")

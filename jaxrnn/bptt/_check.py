@@ -20,11 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrnn._checks import dtype_of, is_real
-from jaxrnn.bptt import elman as elman_module
-from jaxrnn.bptt import gru as gru_module
-from jaxrnn.bptt import lstm as lstm_module
-from jaxrnn.bptt import lstm_scalar as lstm_scalar_module
-from jaxrnn.bptt import reference
+from jaxrnn.bptt import _elman, _gru, _lstm, _lstm_scalar, reference
 
 #: model name -> (autodiff reference, per-step names in the order one backward step
 #: computes them, formulas by name, keyword options). Every name not in the per-step names
@@ -32,18 +28,18 @@ from jaxrnn.bptt import reference
 MODELS = {
     "lstm_scalar": (
         reference.lstm_scalar,
-        lstm_scalar_module.STEP_NAMES,
-        lstm_scalar_module.FORMULAS,
+        _lstm_scalar.STEP_NAMES,
+        _lstm_scalar.FORMULAS,
         (),
     ),
-    "lstm": (reference.lstm, lstm_module.STEP_NAMES, lstm_module.FORMULAS, ()),
+    "lstm": (reference.lstm, _lstm.STEP_NAMES, _lstm.FORMULAS, ()),
     "elman": (
         reference.elman,
-        elman_module.STEP_NAMES,
-        elman_module.FORMULAS,
+        _elman.STEP_NAMES,
+        _elman.FORMULAS,
         ("activation", "double_sum"),
     ),
-    "gru": (reference.gru, gru_module.STEP_NAMES, gru_module.FORMULAS, ()),
+    "gru": (reference.gru, _gru.STEP_NAMES, _gru.FORMULAS, ()),
 }
 
 #: Default relative tolerance per dtype.
