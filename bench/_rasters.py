@@ -36,7 +36,7 @@ def _grid_back(h):
 def two_dots(params, x):
     projected = _grid_first(x @ params["W_in"])  # (H, W, *batch, hidden)
     W_W, W_N = params["W_W"], params["W_N"]
-    zeros = jnp.zeros(projected.shape[2:], projected.dtype)
+    zeros = jnp.zeros_like(projected[0, 0])
 
     def row_step(row_above, projected_row):
         def cell_step(h_left, inputs):
@@ -54,7 +54,7 @@ def two_dots(params, x):
 def row_hoisted(params, x):
     projected = _grid_first(x @ params["W_in"])
     W_W, W_N = params["W_W"], params["W_N"]
-    zeros = jnp.zeros(projected.shape[2:], projected.dtype)
+    zeros = jnp.zeros_like(projected[0, 0])
 
     def row_step(row_above, projected_row):
         from_above = projected_row + row_above @ W_W  # one matmul for the whole row

@@ -82,3 +82,54 @@ def write_section(name: str, body: str) -> None:
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     RESULTS.write_text(text)
+
+
+def separate_runs(script: str, runs: int, extra_args: tuple = (), env: dict | None = None) -> list:
+    """Run ``python script --child *extra_args`` ``runs`` times, each in a fresh process.
+
+    The child prints one JSON document on its last line of stdout; the list of them is
+    returned. Separate processes are separate runs: what a rerun on the same machine would
+    give, so that a figure quoted as a range over them survives a rerun.
+    """
+    import json
+    import subprocess
+    import sys
+
+    results = []
+    for run in range(runs):
+        done = subprocess.run(
+            [sys.executable, script, "--child", *extra_args],
+            env={**os.environ, **(env or {})},
+            stdout=subprocess.PIPE,
+            check=True,
+            text=True,
+        )
+        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        print(f"run {run + 1} of {runs} done", file=sys.stderr, flush=True)
+    return results
+
+
+def median_and_range(values, fmt: str = "{:.2f}") -> str:
+    """'median (min-max)' of a list of numbers, each formatted with ``fmt``."""
+    values = sorted(values)
+    middle = statistics.median(values)
+    if len(values) == 1:
+        return fmt.format(middle)
+    return f"{fmt.format(middle)} ({fmt.format(values[0])}-{fmt.format(values[-1])})"
+
+
+def adaptive_medians(fns: dict, *, rounds: int = 9, budget: float = 0.5) -> dict:
+    """Median seconds per blocking call of each ``fn()``, interleaved after a warm-up.
+
+    Fast calls get more rounds (up to ``budget`` seconds per contender, at most 101), so
+    that the medians of sub-millisecond calls are not at the mercy of one busy moment.
+    """
+    first = []
+    for fn in fns.values():
+        fn()
+        start = time.perf_counter()
+        fn()
+        first.append(time.perf_counter() - start)
+    rounds = max(rounds, min(101, int(budget / max(max(first), 1e-6))))
+    times = interleaved_times(fns, rounds=rounds, warmup=0)
+    return {name: statistics.median(t) for name, t in times.items()}

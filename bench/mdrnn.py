@@ -1,234 +1,229 @@
-"""MDRNN: the anti-diagonal wavefront (H+W-1 steps) against a raster written for speed (H·W).
+"""MDRNN: the anti-diagonal wavefront (H+W-1 steps) against the fastest raster (H·W steps).
 
-Run: ``python bench/mdrnn.py`` (writes the section "mdrnn" of bench/RESULTS.md).
+    python bench/mdrnn.py [--runs 3] [--no-write]
 
-The measurements run twice, each in a fresh process: with XLA's default CPU threading, and
-with single-threaded Eigen matmuls (``XLA_FLAGS=--xla_cpu_multi_thread_eigen=false``). On
-a busy machine a matmul split over threads waits for every thread to be scheduled, which
-the wavefront's larger matmuls pay and the raster's tiny ones (never split) do not.
+Writes the section "mdrnn" of bench/RESULTS.md. Each run is a fresh process configured as
+the README tells a user to (``jax.config.update("jax_num_cpu_devices", os.cpu_count())``,
+one CPU device per core); the figures are the median and the range over the runs.
 
-All grids G x G, D = hidden = 32, float32, CPU. Times are medians of interleaved runs
-after a warm-up (each round runs every contender once, so load changes hit all of them).
+Baselines: every raster of ``bench/_rasters.py`` (the library's ``raster_fast``, two dots
+in nested scans, the row above hoisted), each on one device and with its batch split
+over the devices (``jaxrnn.sharding.batch_parallel``) where the batch divides; the
+wavefront likewise. A speed-up is the fastest raster's time over the fastest wavefront's,
+per size and pass, both named in the table. Floors: a bare ``lax.scan`` of the same number
+of steps doing one matmul of a step's shapes and a tanh (the wavefront's average diagonal,
+the raster's single cell), measured in the same run: what a step costs on XLA:CPU before
+any of the recurrence's own work.
+
+All grids G x G, D = hidden = 32, float32, CPU; times are medians of interleaved rounds
+after a warm-up (each round runs every contender once, so load hits all of them alike).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
-
 sys.path.insert(0, str(Path(__file__).parent))
-from _results import (  # noqa: E402
-    interleaved_times,
-    machine_line,
-    markdown_table,
-    median_time,
-    write_section,
-)
 
-from jaxrnn import mdrnn  # noqa: E402
-
-SIDES = (16, 32, 64, 128)
+SIDES = tuple(int(s) for s in os.environ.get("MDRNN_SIDES", "16,32,64,128").split(","))
 BATCHES = (1, 8)
 DIM = HIDDEN = 32
-REPEATS = 9
-GPU_STEP_US = 5.0  # assumed floor per sequential loop iteration on a GPU (launch + sync)
-GPU_GFLOPS = 10_000.0  # assumed useful float32 throughput of a GPU on these small matmuls
 
 
-def interleaved(fns: dict, args, repeats: int = REPEATS, budget: float = 0.5) -> dict:
-    """Median seconds per call of each fn(*args), measured round-robin after warm-up.
+def _bare_scan_floor(jax, jnp, steps: int, rows: int, cols: int, measure) -> float:
+    """Seconds per step of a bare scan doing (rows, HIDDEN) @ (HIDDEN, cols) and a tanh."""
+    weight = jnp.full((HIDDEN, cols), 0.01, jnp.float32)
 
-    Fast calls are repeated more (up to ``budget`` seconds per contender, at most 101 runs),
-    so that the medians of sub-millisecond calls are not at the mercy of one busy moment.
-    """
-    first = []
-    for fn in fns.values():
-        jax.block_until_ready(fn(*args))
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        first.append(time.perf_counter() - start)
-    repeats = max(repeats, min(101, int(budget / max(max(first), 1e-6))))
-    calls = {name: (lambda fn=fn: jax.block_until_ready(fn(*args))) for name, fn in fns.items()}
-    times = interleaved_times(calls, rounds=repeats, warmup=0)
-    return {name: statistics.median(t) for name, t in times.items()}
+    def loop(h):
+        def step(carry, _):
+            out = jnp.tanh(carry @ weight)
+            return out[:, :HIDDEN], None
 
+        return jax.lax.scan(step, h, None, length=steps)[0]
 
-def forward(run):
-    return jax.jit(run)
-
-
-def forward_backward(run):
-    loss = lambda p, x: jnp.sum(run(p, x) ** 2)
-    return jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
-
-
-def matmul_peak() -> float:
-    """GFLOP/s of a 2048 x 2048 float32 matmul on this machine, now."""
-    a = jax.random.normal(jax.random.PRNGKey(0), (2048, 2048), jnp.float32)
-    f = jax.jit(lambda m: m @ m)
-    return 2 * 2048**3 / median_time(lambda: f(a).block_until_ready(), repeats=5) / 1e9
-
-
-CONFIGS = {
-    "default XLA CPU threading": {},
-    "single-threaded Eigen matmuls": {"XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false"},
-}
-HEADER = [
-    "G", "batch", "pass", "steps raster (measured)", "steps wavefront (measured)",
-    "raster_fast ms", "wavefront ms", "speed-up", "raster µs/step", "wavefront µs/step",
-    "wavefront GFLOP/s (% of peak)",
-]  # fmt: skip
+    run = jax.jit(loop)
+    h = jnp.ones((rows, HIDDEN), jnp.float32)
+    return measure({"floor": lambda: run(h).block_until_ready()})["floor"] / steps
 
 
 def measure() -> dict:
-    """Every timing of one configuration, as JSON-able lists."""
+    """Every timing of one run, JSON-able."""
+    import jax
+
+    jax.config.update("jax_num_cpu_devices", os.cpu_count())
+    import jax.numpy as jnp
+    from _rasters import RASTERS
+    from _results import adaptive_medians
+
+    from jaxrnn import mdrnn, sharding
+
+    n_devices = len(jax.devices())
     key = jax.random.PRNGKey(0)
     params = mdrnn.init(key, DIM, HIDDEN)
-    peak = matmul_peak()
-    rows, per_step = [], {}
+    rows = []
     for side in SIDES:
         for batch in BATCHES:
             x = jax.random.normal(key, (batch, side, side, DIM), jnp.float32)
             steps_r = mdrnn.sequential_steps(lambda a: mdrnn.raster_fast(params, a), x)
             steps_w = mdrnn.sequential_steps(lambda a: mdrnn.wavefront(params, a), x)
-            flops = batch * mdrnn.n_flops(side, side, DIM, HIDDEN)
-            for label, wrap, factor in (("fwd", forward, 1), ("fwd+bwd", forward_backward, 3)):
-                t = interleaved(
-                    {"raster": wrap(mdrnn.raster_fast), "wave": wrap(mdrnn.wavefront)},
-                    (params, x),
+            runners = {**{f"raster: {k}": v for k, v in RASTERS.items()}}
+            runners["wavefront"] = mdrnn.wavefront
+            if n_devices > 1 and batch % n_devices == 0:
+                for name, fn in list(runners.items()):
+                    runners[f"{name}, batch over {n_devices} devices"] = sharding.batch_parallel(
+                        fn, in_axes=(None, 0), out_axes=0
+                    )
+            diagonal_rows = max(1, round(batch * side * side / (2 * side - 1)))
+            floors = {
+                "floor_wavefront": _bare_scan_floor(
+                    jax, jnp, 2 * side - 1, diagonal_rows, 2 * HIDDEN, adaptive_medians
+                ),
+                "floor_raster": _bare_scan_floor(
+                    jax, jnp, side * side, batch, HIDDEN, adaptive_medians
+                ),
+            }
+            for label in ("fwd", "fwd+bwd"):
+                if label == "fwd":
+                    compiled = {k: jax.jit(f) for k, f in runners.items()}
+                else:
+                    compiled = {
+                        k: jax.jit(
+                            jax.grad(lambda p, a, f=f: jnp.sum(f(p, a) ** 2), argnums=(0, 1))
+                        )
+                        for k, f in runners.items()
+                    }
+                calls = {
+                    k: (lambda f=f, x=x: jax.block_until_ready(f(params, x)))
+                    for k, f in compiled.items()
+                }
+                times = adaptive_medians(calls)
+                rasters = {k: t for k, t in times.items() if k.startswith("raster")}
+                waves = {k: t for k, t in times.items() if k.startswith("wavefront")}
+                best_r = min(rasters, key=rasters.get)
+                best_w = min(waves, key=waves.get)
+                rows.append(
+                    {
+                        "side": side,
+                        "batch": batch,
+                        "pass": label,
+                        "steps_raster": steps_r,
+                        "steps_wavefront": steps_w,
+                        "times": times,
+                        "best_raster": best_r,
+                        "best_wavefront": best_w,
+                        **floors,
+                    }
                 )
-                us_r, us_w = 1e6 * t["raster"] / steps_r, 1e6 * t["wave"] / steps_w
-                per_step[f"{side},{batch},{label}"] = (us_r, us_w)
-                gflops = factor * flops / t["wave"] / 1e9
-                rows.append([
-                    side, batch, label, steps_r, steps_w, f"{1e3 * t['raster']:.2f}",
-                    f"{1e3 * t['wave']:.2f}", f"**{t['raster'] / t['wave']:.2f}×**",
-                    f"{us_r:.2f}", f"{us_w:.1f}", f"{gflops:.1f} ({100 * gflops / peak:.0f}%)",
-                ])  # fmt: skip
-                print(rows[-1], file=sys.stderr, flush=True)
-
-    # choices, one at a time, at G = 128 (forward)
-    side = 128
-    wave_options = {
-        "wavefront, diagonals padded to G (skew: 2× FLOPs)": {"min_length": side},
-        "wavefront, groups fill 0.5": {"fill": 0.5},
-        "wavefront, groups fill 0.75 (default)": {},
-        "wavefront, groups fill 0.9": {"fill": 0.9},
-    }
-    choices = {
-        "raster (reference: cell per step, no hoisting)": mdrnn.raster,
-        "raster_fast (hoisted W_in x, fused [W_W; W_N])": mdrnn.raster_fast,
-    }
-    for name, options in wave_options.items():
-        choices[name] = lambda p, a, options=options: mdrnn.wavefront(p, a, **options)
-    choice_rows = []
-    for batch in BATCHES:
-        x = jax.random.normal(key, (batch, side, side, DIM), jnp.float32)
-        t = interleaved({name: jax.jit(run) for name, run in choices.items()}, (params, x), 5)
-        for name, seconds in t.items():
-            options = wave_options.get(name)
-            scans = len(mdrnn.plan(side, side, **options)) if options is not None else 1
-            choice_rows.append([batch, name, scans, f"{1e3 * seconds:.2f}"])
-            print(choice_rows[-1], file=sys.stderr, flush=True)
-    return {"peak": peak, "rows": rows, "per_step": per_step, "choices": choice_rows}
+                print(side, batch, label, best_r, best_w, file=sys.stderr, flush=True)
+    return {"devices": n_devices, "rows": rows, "load": os.getloadavg()[0]}
 
 
-def gpu_estimate(result: dict) -> list:
-    """Per GPU step: an assumed launch floor + the measured CPU work scaled by throughput."""
-    peak, gpu_rows = result["peak"], []
-    for side in SIDES:
-        us_r, us_w = result["per_step"][f"{side},1,fwd"]
-        steps_r, steps_w = side * side, 2 * side - 1
-        gpu_r = steps_r * (GPU_STEP_US + us_r * peak / GPU_GFLOPS) / 1e3
-        gpu_w = steps_w * (GPU_STEP_US + us_w * peak / GPU_GFLOPS) / 1e3
-        gpu_rows.append([
-            side, steps_r, steps_w, f"{us_r:.2f}", f"{us_w:.1f}", f"{gpu_r:.1f}", f"{gpu_w:.2f}",
-            f"{gpu_r / gpu_w:.0f}×",
+def _table(results: list) -> tuple[str, list]:
+    """The table over runs, and the acceptance rows (G, batch, pass, speed-ups per run)."""
+    from _results import median_and_range
+
+    first = results[0]["rows"]
+    header = [
+        "G", "batch", "pass", "steps raster / wavefront (measured)", "fastest raster",
+        "its ms", "fastest wavefront", "its ms", "speed-up over runs", "raster µs/step",
+        "floor µs/step (1 cell)", "wavefront µs/step", "floor µs/step (1 diagonal)",
+    ]  # fmt: skip
+    lines, speedups = [], []
+    for index, row in enumerate(first):
+        per_run = [r["rows"][index] for r in results]
+        ratios = [r["times"][r["best_raster"]] / r["times"][r["best_wavefront"]] for r in per_run]
+        speedups.append((row["side"], row["batch"], row["pass"], ratios))
+        ms = lambda name, runs=per_run: statistics.median(r["times"][name] for r in runs) * 1e3
+        best_r = statistics.mode(r["best_raster"] for r in per_run)
+        best_w = statistics.mode(r["best_wavefront"] for r in per_run)
+        floor_w = f"{1e6 * statistics.median(r['floor_wavefront'] for r in per_run):.1f}"
+        floor_r = f"{1e6 * statistics.median(r['floor_raster'] for r in per_run):.2f}"
+        lines.append([
+            row["side"], row["batch"], row["pass"],
+            f"{row['steps_raster']} / {row['steps_wavefront']}",
+            best_r.removeprefix("raster: "), f"{ms(best_r):.2f}",
+            best_w, f"{ms(best_w):.2f}",
+            f"**{median_and_range(ratios)}×**",
+            f"{1e3 * ms(best_r) / row['steps_raster']:.2f}", floor_r,
+            f"{1e3 * ms(best_w) / row['steps_wavefront']:.1f}", floor_w,
         ])  # fmt: skip
-    return gpu_rows
+    from _results import markdown_table
+
+    return markdown_table(header, lines), speedups
 
 
-def run_config(env: dict) -> dict:
-    """Run :func:`measure` in a fresh process with ``env`` added (XLA flags are per process)."""
-    done = subprocess.run(
-        [sys.executable, __file__, "--child"],
-        env={**os.environ, **env},
-        stdout=subprocess.PIPE,
-        check=True,
-        text=True,
+def _verdicts(speedups: list) -> list[str]:
+    """The acceptance of each target, on the median over runs."""
+    median = {(g, b, p): statistics.median(r) for g, b, p, r in speedups}
+    worst = {(g, b, p): min(r) for g, b, p, r in speedups}
+    lines = []
+    for batch, target in ((1, 1.5), (8, 1.2)):
+        for label in ("fwd", "fwd+bwd"):
+            if (128, batch, label) not in median:
+                continue
+            value = median[(128, batch, label)]
+            verdict = "met" if value >= target else "NOT met"
+            lines.append(
+                f"- G = 128, batch {batch}, {label}: >= {target}x the fastest raster: "
+                f"**{verdict}** (median {value:.2f}x, lowest run {worst[(128, batch, label)]:.2f}x)"
+            )
+    slower = [f"G={g} b={b} {p}: {v:.2f}x" for (g, b, p), v in median.items() if g >= 32 and v < 1]
+    lines.append(
+        "- never slower at G >= 32: "
+        + ("**met**" if not slower else "**NOT met** (" + "; ".join(slower) + ")")
     )
-    return json.loads(done.stdout)
+    return lines
 
 
-def main() -> None:
-    load_before = os.getloadavg()[0]
-    results = {name: run_config(env) for name, env in CONFIGS.items()}
-    load_after = os.getloadavg()[0]
-    parts = [
-        "## MDRNN: wavefront (H+W-1 steps) vs raster (H·W steps) — `python bench/mdrnn.py`",
-        "",
-        machine_line(),
-        "",
-        f"G x G grids, D = hidden = {DIM}, float32, CPU; medians of {REPEATS} to 101 interleaved "
-        "runs after warm-up. Steps are measured from the traced programs "
-        "(`mdrnn.sequential_steps`). GFLOP/s are useful flops (`n_flops`, ×3 for fwd+bwd) "
-        "per second, against a 2048² float32 matmul measured in the same run. The raster is "
-        "`raster_fast`: input projection hoisted out of the loop, [W_W; W_N] fused into one "
-        "matmul per step, nested row/column scans. 1-minute load average "
-        f"{load_before:.1f} before and {load_after:.1f} after the run on "
-        f"{os.cpu_count()} cores (the machine was shared).",
-    ]
-    for name, result in results.items():
-        parts += [
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3, help="separate runs (processes)")
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    args = parser.parse_args(argv)
+    from _results import machine_line, separate_runs, write_section
+
+    results = separate_runs(__file__, args.runs)
+    table, speedups = _table(results)
+    loads = ", ".join(f"{r['load']:.1f}" for r in results)
+    body = "\n".join(
+        [
+            "## MDRNN: wavefront (H+W-1 steps) vs the fastest raster (H·W steps) — "
+            "`python bench/mdrnn.py`",
             "",
-            f"### {name} ({' '.join(f'{k}={v}' for k, v in CONFIGS[name].items()) or 'no flags'}"
-            f"; matmul peak {result['peak']:.0f} GFLOP/s)",
+            machine_line(),
             "",
-            markdown_table(HEADER, result["rows"]),
+            f"G x G grids, D = hidden = {DIM}, float32, CPU, {results[0]['devices']} CPU "
+            f"devices (one per core, as the README configures). {args.runs} separate runs "
+            "(fresh processes); times are medians over the runs of each run's median of "
+            "interleaved rounds; the speed-up is the median and (range) over the runs of the "
+            "fastest raster's time over the fastest wavefront's, each chosen per size, pass "
+            "and run among: the rasters of `bench/_rasters.py` and the wavefront, on one "
+            "device and with the batch split over the devices (`sharding.batch_parallel`). "
+            "Steps are measured from the traced programs (`mdrnn.sequential_steps`). Floors: "
+            "a bare `lax.scan` of one step's matmul and a tanh (the raster's single cell; the "
+            "wavefront's average diagonal, B·G²/(2G-1) rows, with [W_W, W_N]), per step, "
+            f"measured in the same run. 1-minute load average at the end of each run: {loads}.",
             "",
-            "Choices, one at a time (G = 128, forward, ms):",
+            "Acceptance (median over runs):",
             "",
-            markdown_table(["batch", "variant", "scans", "ms"], result["choices"]),
+            *_verdicts(speedups),
+            "",
+            table,
         ]
-    first = next(iter(results))
-    parts += [
-        "",
-        f"### GPU estimate (batch 1, forward; from the per-step costs of '{first}')",
-        "",
-        "A GPU step costs an assumed launch-and-sync floor of "
-        f"{GPU_STEP_US:.0f} µs plus the measured CPU work of that step scaled by peak "
-        f"throughput (CPU peak above, an assumed {GPU_GFLOPS / 1000:.0f} TFLOP/s on the GPU); "
-        "time = steps × per-step cost. Estimates, not GPU measurements:",
-        "",
-        markdown_table(
-            [
-                "G",
-                "raster steps",
-                "wavefront steps",
-                "CPU raster µs/step",
-                "CPU wavefront µs/step",
-                "GPU raster ms (est.)",
-                "GPU wavefront ms (est.)",
-                "GPU speed-up (est.)",
-            ],
-            gpu_estimate(results[first]),
-        ),  # fmt: skip
-    ]
-    body = "\n".join(parts)
-    write_section("mdrnn", body)
+    )
+    if not args.no_write:
+        write_section("mdrnn", body)
     print(body)
+    return 0
 
 
 if __name__ == "__main__":
     if "--child" in sys.argv:
         print(json.dumps(measure()))
     else:
-        main()
+        sys.exit(main())

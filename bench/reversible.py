@@ -3,10 +3,13 @@
     python bench/reversible.py
 
 1. An MLP of about 10^6 parameters (784-1024-256-10, float32, batch 128 and 1024): time of
-   ``optax.sgd(momentum=0.9)`` and of ``jaxrnn.reversible.forward`` / ``reverse`` with the
-   same gradient, both as one jitted ``lax.scan`` over the steps, also for a call that
-   spills; and the same with a precomputed gradient (the update alone). Acceptance:
-   forward step <= 2x the optax step.
+   ``optax.sgd(momentum=0.9)`` in a plain optax loop (init, update,
+   ``optax.apply_updates``), of ``jaxrnn.reversible.forward`` / ``reverse`` with the same
+   gradient, and of ``reversible_momentum`` in the same plain optax loop, all as one
+   jitted ``lax.scan`` over the steps; also for a call that spills, and with a
+   precomputed gradient (the update alone). Acceptance at batch 128: the reversible step
+   <= 1.3x the optax step, through ``forward`` and through the optax transformation;
+   reverse <= 2x.
 2. Stored bits after T = 10^4 steps vs the information bound D·Σ log2(1/beta_k).
 3. Compiled memory of the hypergradient's reverse sweep vs ``jax.grad`` through the
    unrolled loop, for growing T.
@@ -14,9 +17,11 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -27,12 +32,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _results import interleaved_times, machine_line, markdown_table, write_section  # noqa: E402
 
 from jaxrnn import reversible  # noqa: E402
+from jaxrnn.reversible import xla_cpu  # noqa: E402
 
 STEPS = 20
 ROUNDS = 15
 BATCHES = (128, 1024)
 WARM_STEPS = 80  # the call after 80 steps spills a byte of every buffer word (beta 0.9)
 SIZES = (784, 1024, 256, 10)
+CONTENDERS = ("optax", "forward", "reverse", "transform")
 
 
 def mlp_problem(batch):
@@ -55,56 +62,105 @@ def mlp_problem(batch):
     return params, jax.grad(loss)
 
 
-def time_steps(params, grad_fn, alpha=0.01, beta=0.9, *, warm_steps=0):
-    """Per-step seconds (medians over interleaved rounds) and the median per-round ratios.
-
-    Returns ``(optax, forward, reverse, forward / optax, reverse / optax)``. With
-    ``warm_steps``, the reversible state first runs that many steps, so that the timed
-    call starts with a non-empty buffer (and may spill).
-    """
-    opt = optax.sgd(alpha, momentum=beta)
+def optax_loop(opt, grad_fn, params, *, first_step=0):
+    """A plain optax loop of STEPS steps in one jitted ``lax.scan``; returns a blocking call."""
 
     @jax.jit
-    def optax_run(p, s):
+    def run(p, s):
         def body(c, k):
             p, s = c
             updates, s = opt.update(grad_fn(p, k), s, p)
             return (optax.apply_updates(p, updates), s), None
 
-        return jax.lax.scan(body, (p, s), jnp.arange(STEPS))[0]
+        return jax.lax.scan(body, (p, s), first_step + jnp.arange(STEPS))[0]
 
-    state0 = opt.init(params)
+    state = opt.init(params)
+    for _ in range(first_step // STEPS):  # advance the state (a transform that spills)
+        params, state = run(params, state)
+    return lambda: jax.block_until_ready(run(params, state))
+
+
+class Timing(NamedTuple):
+    per_step: dict  # contender -> median seconds per step
+    ratios: dict  # contender -> median per-round ratio to optax
+    quartiles: dict  # contender -> (first, third) quartile of the per-round ratios
+
+
+def time_steps(params, grad_fn, alpha=0.01, beta=0.9, *, warm_steps=0):
+    """Per-step seconds (medians over interleaved rounds) and the per-round ratios to optax.
+
+    With ``warm_steps``, the reversible state first runs that many steps, so that the timed
+    call starts with a non-empty buffer (and spills).
+    """
     alphas, betas = np.full(STEPS, alpha, np.float32), np.full(STEPS, beta)
     start = reversible.init(params)
     for _ in range(warm_steps // STEPS):
         start = reversible.forward(start, grad_fn, alphas, betas)
     end = reversible.forward(start, grad_fn, alphas, betas)
     assert not warm_steps or all(end.segments[-1].new_slots), "expected a spilling call"
+    transform = reversible.as_gradient_transformation(
+        reversible.reversible_momentum(alpha, beta, max_steps=warm_steps + STEPS)
+    )
     times = interleaved_times(
         {
-            "optax": lambda: jax.block_until_ready(optax_run(params, state0)),
+            "optax": optax_loop(optax.sgd(alpha, momentum=beta), grad_fn, params),
             "forward": lambda: jax.block_until_ready(
                 reversible.forward(start, grad_fn, alphas, betas).theta
             ),
             "reverse": lambda: jax.block_until_ready(
                 reversible.reverse(end, grad_fn, alphas, betas).theta
             ),
+            "transform": optax_loop(transform, grad_fn, params, first_step=warm_steps),
         },
         rounds=ROUNDS,
     )
-    per_step = [statistics.median(times[name]) / STEPS for name in ("optax", "forward", "reverse")]
+    return summarise(times)
+
+
+def summarise(times) -> Timing:
+    per_step = {name: statistics.median(t) / STEPS for name, t in times.items()}
     per_round = {
-        name: [t / o for t, o in zip(times[name], times["optax"], strict=True)]
-        for name in ("forward", "reverse")
+        name: [t / o for t, o in zip(times[name], times["optax"], strict=True)] for name in times
     }
-    ratios = [statistics.median(per_round[name]) for name in ("forward", "reverse")]
-    quartiles = statistics.quantiles(per_round["forward"], n=4)
-    return (*per_step, *ratios, (quartiles[0], quartiles[2]))
+    ratios = {name: statistics.median(r) for name, r in per_round.items()}
+    quartiles = {name: tuple(statistics.quantiles(r, n=4)[::2]) for name, r in per_round.items()}
+    return Timing(per_step, ratios, quartiles)
 
 
-def row(label, t_optax, t_fwd, t_rev, r_fwd, r_rev, _quartiles=None):
-    ms = lambda t: f"{t * 1e3:.2f} ms"
-    return [label, ms(t_optax), ms(t_fwd), ms(t_rev), f"{r_fwd:.2f}", f"{r_rev:.2f}"]
+def row(label, timing: Timing):
+    ms = lambda name: f"{timing.per_step[name] * 1e3:.2f} ms" if name in timing.per_step else "-"
+    ratio = lambda name: f"{timing.ratios[name]:.2f}" if name in timing.ratios else "-"
+    return [label, *map(ms, CONTENDERS), *(ratio(name) for name in CONTENDERS[1:])]
+
+
+def floor_transformation(alpha):
+    """The transformation's arrays and passes with no arithmetic: its memory-traffic floor.
+
+    Same state (five uint32 words per parameter), same reads (words, gradient, params),
+    same writes (words, updates), through the same one-pass loop, in the same optax loop.
+    """
+
+    def init(params):
+        words = lambda p: [jnp.zeros(p.shape, jnp.uint32) for _ in range(5)]
+        return jax.tree.map(words, params)
+
+    def update(grads, state, params):
+        def leaf(words, g, p):
+            kernel = lambda *a: [w + 1 for w in a[:5]] + [a[6] * 0 - alpha * a[5]]
+            out = xla_cpu.one_pass(kernel, *words, g, p)
+            return out[:5], out[5]
+
+        out = jax.tree.map(leaf, state, grads, params, is_leaf=lambda x: isinstance(x, list))
+        pick = lambda i: jax.tree.map(lambda o: o[i], out, is_leaf=lambda x: isinstance(x, tuple))
+        return pick(1), pick(0)
+
+    return optax.GradientTransformation(init, update)
+
+
+def verdict(label, timing: Timing, name: str, limit: float) -> str:
+    ratio, (q1, q3) = timing.ratios[name], timing.quartiles[name]
+    met = "met" if ratio <= limit else "NOT met"
+    return f"{label}: {ratio:.2f}x [{q1:.2f}-{q3:.2f}] (<= {limit}x: {met})"
 
 
 def bits_rows():
@@ -163,30 +219,39 @@ def memory_rows():
 
 
 def main():
-    rows, ratios = [], {}
+    load = os.getloadavg()[0]
+    rows, verdicts = [], []
     for batch in BATCHES:
         params, grad_fn = mlp_problem(batch)
         timing = time_steps(params, grad_fn)
-        ratios[f"batch {batch}"] = timing[3], timing[5]
-        rows.append(row(f"MLP gradient, batch {batch}", *timing))
+        rows.append(row(f"MLP gradient, batch {batch}", timing))
+        if batch == BATCHES[0]:
+            verdicts = [
+                verdict(f"forward, batch {batch}", timing, "forward", 1.3),
+                verdict(f"optax transform, batch {batch}", timing, "transform", 1.3),
+                verdict(f"reverse, batch {batch}", timing, "reverse", 2.0),
+            ]
     params, grad_fn = mlp_problem(BATCHES[0])
     timing = time_steps(params, grad_fn, warm_steps=WARM_STEPS)
-    ratios[f"batch {BATCHES[0]}, spilling"] = timing[3], timing[5]
     label = f"MLP gradient, batch {BATCHES[0]}, steps {WARM_STEPS}-{WARM_STEPS + STEPS - 1}"
-    rows.append(row(label + " (a spill)", *timing))
+    rows.append(row(label + " (a spill)", timing))
     n_params = sum(p.size for p in jax.tree.leaves(params))
     fixed = jax.tree.map(lambda p: 1e-3 * jnp.ones_like(p), params)
-    rows.append(row("update only (fixed gradient)", *time_steps(params, lambda p, k: fixed)))
+    rows.append(row("update only (fixed gradient)", time_steps(params, lambda p, k: fixed)))
+    times = interleaved_times(
+        {
+            "optax": optax_loop(optax.sgd(0.01, momentum=0.9), grad_fn, params),
+            "transform": optax_loop(floor_transformation(0.01), grad_fn, params),
+        },
+        rounds=ROUNDS,
+    )
+    floor = summarise(times)
+    rows.append(row(f"batch {BATCHES[0]}, transform's arrays without arithmetic", floor))
     timing = markdown_table(
         ["per step", "optax.sgd(momentum)", "reversible forward", "reversible reverse",
-         "forward / optax", "reverse / optax"],
+         "optax transform", "forward / optax", "reverse / optax", "transform / optax"],
         rows,
     )  # fmt: skip
-    verdict = "; ".join(
-        f"{name}: {r:.2f}x (per-round quartiles {q1:.2f}-{q3:.2f}), "
-        f"{'met' if r <= 2 else 'NOT met'}"
-        for name, (r, (q1, q3)) in ratios.items()
-    )
     bits = markdown_table(
         ["beta", "bound D·Σlog2(1/β)", "stored bits", "stored / bound", "1.1·bound + 96·D",
          "within"],
@@ -200,13 +265,21 @@ def main():
 
 {machine_line()}
 
+Load average when the run started: {load:.1f} on {os.cpu_count()} cores (other work on the
+machine slows every contender alike within a round; the ratios are what compare).
+
 MLP {"-".join(map(str, SIZES))}, {n_params} float32 parameters, beta 0.9; {STEPS} steps
 per jitted `lax.scan` call (host-side work included), medians of {ROUNDS} rounds after
 warm-up, the contenders taking turns within each round; the ratios are medians of the
-per-round ratios. 64-bit fixed-point words as `uint32` pairs (no x64); one division per
-step (the buffer pops before it pushes). The spilling row starts after {WARM_STEPS} steps,
-so that the timed call moves a byte of every buffer word to a slot. Acceptance (forward
-step <= 2x optax step with the same gradient): **{verdict}**.
+per-round ratios. optax and the optax transform run in the same plain optax loop (init,
+update, `optax.apply_updates`); `forward` and `reverse` scan the steps themselves. 64-bit
+fixed-point words as `uint32` pairs (no x64); each step one pass over each leaf. The
+spilling row starts after {WARM_STEPS} steps, so that the timed call moves a byte of every
+buffer word to a slot. The last row runs a transformation with the same arrays, reads,
+writes and loop as the optax transform but no arithmetic: the floor XLA:CPU allows it,
+whose words the loop copies after every step (a one-pass loop cannot overwrite its
+inputs, and a user's loop does not alternate buffers as `forward` does). Acceptance at
+batch {BATCHES[0]} (per-round quartiles in brackets): **{"; ".join(verdicts)}**.
 
 {timing}
 

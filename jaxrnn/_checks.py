@@ -7,6 +7,7 @@ mistake never surfaces as an XLA traceback.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import jax
@@ -150,8 +151,16 @@ def batch_shape_tuple(batch_shape, *, name: str = "batch_shape") -> tuple[int, .
     return shape
 
 
-def check_lengths(lengths, xs, n_steps: int):
-    """Validate ``lengths``: integer, shape = the batch shape of ``xs``, values in [0, T]."""
+def check_lengths(lengths, xs, n_steps: int, *, checkify_values: bool = False):
+    """Validate ``lengths``: integer, shape = the batch shape of ``xs``, values in [0, T].
+
+    Values are checked at trace time when they are known. Traced values (under ``jit``)
+    cannot be; with ``checkify_values`` their range becomes a ``checkify.check``, which
+    ``jax.experimental.checkify.checkify`` turns into an error value (and which JAX refuses
+    to stage without it, saying so). Returns ``lengths`` (the checked one when checkified).
+    """
+    if not isinstance(checkify_values, (bool, np.bool_)):
+        raise ValueError(f"checkify_lengths: expected True or False, got {checkify_values!r}")
     shape = shape_of(lengths)
     if not jnp.issubdtype(dtype_of(lengths), jnp.integer):
         raise ValueError(f"lengths: expected an integer dtype, got {dtype_of(lengths)}")
@@ -162,10 +171,15 @@ def check_lengths(lengths, xs, n_steps: int):
                 f"lengths: expected the batch shape of xs, {batch} (xs leaf of shape "
                 f"{shape_of(leaf)}), got {shape}"
             )
+    message = f"lengths: expected values in [0, T] = [0, {n_steps}], got min {{}} and max {{}}"
     if is_concrete(lengths):
         values = np.asarray(lengths)
         if values.size and (values.min() < 0 or values.max() > n_steps):
-            raise ValueError(
-                f"lengths: expected values in [0, T] = [0, {n_steps}], got min {values.min()} "
-                f"and max {values.max()}"
-            )
+            raise ValueError(message.format(values.min(), values.max()))
+    elif checkify_values and math.prod(shape) > 0:
+        from jax.experimental import checkify
+
+        lengths = jnp.asarray(lengths)
+        within = jnp.all((lengths >= 0) & (lengths <= n_steps))
+        checkify.check(within, message, jnp.min(lengths), jnp.max(lengths))
+    return lengths

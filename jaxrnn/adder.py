@@ -31,9 +31,9 @@ from jaxrnn._checks import (
     is_concrete,
     shape_of,
 )
+from jaxrnn._scan import scan
 from jaxrnn.bits import from_bits, to_bits
 from jaxrnn.cells import threshold
-from jaxrnn.scan import scan
 
 MAX_ADD_BITS = 30  # n + 1 output bits must fit in int32
 MAX_VERIFY_BITS = 12  # 4^12 = 16.8 million pairs

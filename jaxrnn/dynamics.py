@@ -24,8 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrnn._checks import check_matrix, check_params, is_concrete, shape_of
+from jaxrnn._scan import scan
 from jaxrnn.cells import elman
-from jaxrnn.scan import scan
 
 #: sigma'(z) written through the output h = sigma(z).
 ACTIVATION_SLOPES = {"tanh": lambda h: 1 - h**2, "sigmoid": lambda h: h * (1 - h)}

@@ -11,14 +11,18 @@ up to the order of floating-point sums.
     params = replicate(params, mesh)
     xs, ys = shard_batch((xs, ys), mesh, batch_axis=(1, 0))  # xs (T, B, D), ys (B, 1)
 
-On one host with one CPU, ``XLA_FLAGS=--xla_force_host_platform_device_count=4`` (set
-before jax is imported) makes 4 CPU devices to try this on. Across hosts, run the same
+On one host with one CPU, ``jax.config.update("jax_num_cpu_devices", 4)`` (before JAX
+computes anything) makes 4 CPU devices to try this on; with one device per core,
+:func:`batch_parallel` runs a recurrence's batch on every core (a step's small matmuls
+otherwise run on one core). Across hosts, run the same
 program in one process per host after ``jax.distributed.initialize(...)``: ``jax.devices()``
 and so :func:`data_mesh` then span every host, and each process either computes the same
 global batch (``shard_batch``) or only its own rows (``shard_batch(..., process_local=True)``).
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import numpy as np
@@ -149,3 +153,120 @@ def shard_batch(batch, mesh, batch_axis=1, *, process_local: bool = False):
         shardings,
         batch,
     )
+
+
+def _axes_tree(axes, tree, name: str):
+    """Broadcast a vmap-style ``axes`` prefix (int, None or a pytree of them) over ``tree``."""
+    try:
+        return jax.tree_util.tree_map(
+            lambda axis, subtree: jax.tree_util.tree_map(lambda _: axis, subtree),
+            axes,
+            tree,
+            is_leaf=lambda a: a is None,
+        )
+    except (ValueError, TypeError) as error:
+        raise ValueError(
+            f"{name}: expected None, an int or a pytree prefix of the arguments, got "
+            f"{axes!r} ({error})"
+        ) from None
+
+
+def _spec(axis, ndim: int, mesh_axis: str, name: str) -> PartitionSpec:
+    if axis is None:
+        return PartitionSpec()
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+        raise ValueError(f"{name}: expected None or an integer axis, got {axis!r}")
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"{name}: axis {axis} is out of range for an array of {ndim} axes")
+    spec = [None] * ndim
+    spec[axis % ndim] = mesh_axis
+    return PartitionSpec(*spec)
+
+
+def batch_parallel(fn, *, in_axes, out_axes, mesh: Mesh | None = None):
+    """``fn`` run with its batch split over the devices of ``mesh``, one shard per device.
+
+    Like ``jax.vmap``'s axes: ``in_axes`` says for each positional argument which axis is
+    the batch (``None``: the argument, e.g. the parameters, is copied to every device),
+    ``out_axes`` the batch axis of each output. Each device runs ``fn`` on its rows of the
+    batch, with the same code (``jax.shard_map``); nothing is exchanged between devices,
+    except that gradients with respect to the copied arguments are summed over them. So
+    ``fn`` must treat the rows of its batch independently (every recurrence over a batch
+    of sequences does), and then::
+
+        batch_parallel(fn, in_axes=..., out_axes=...)(*args) == fn(*args)
+
+    up to the order of floating-point sums. Carries made inside ``fn`` (``init_carry``)
+    work with every runner of this library.
+
+    On a CPU with several cores, one device per core (``jax.config.update(
+    "jax_num_cpu_devices", os.cpu_count())`` before JAX computes anything) makes each core
+    run its share of the batch; ``bench/lstm.py`` and ``bench/mdrnn.py`` measure what that
+    gives.
+
+    Args:
+      fn: ``fn(*args) -> outputs`` (a pytree of arrays).
+      in_axes: one entry per positional argument (or one for all): None, an int, or a
+        pytree prefix of that argument.
+      out_axes: None, an int or a pytree prefix of the outputs. An output with axis None
+        must be the same on every device.
+      mesh: a 1-D mesh (default: :func:`data_mesh` over every device).
+
+    Returns:
+      a jit-compiled function with the signature of ``fn``. The batch size must divide
+      evenly over the devices (a ``ValueError`` says which argument does not).
+    """
+    if not callable(fn):
+        raise ValueError(f"fn: expected a callable, got {fn!r}")
+    mesh = data_mesh() if mesh is None else mesh
+    axis_name = _check_mesh(mesh)
+    n_devices = mesh.devices.size
+
+    def in_specs_for(args):
+        per_arg = in_axes if isinstance(in_axes, (tuple, list)) else (in_axes,) * len(args)
+        if len(per_arg) != len(args):
+            raise ValueError(
+                f"in_axes: expected one entry per positional argument ({len(args)}), got "
+                f"{len(per_arg)}"
+            )
+        specs = []
+        for index, (axes, arg) in enumerate(zip(per_arg, args, strict=True)):
+            tree = _axes_tree(axes, arg, "in_axes")
+
+            def leaf_spec(path, axis, leaf, index=index):
+                where = f"args[{index}]{jax.tree_util.keystr(path)}"
+                shape = shape_of(leaf)
+                spec = _spec(axis, len(shape), axis_name, f"in_axes for {where}")
+                if axis is not None and shape[axis] % n_devices:
+                    raise ValueError(
+                        f"{where}: the batch axis {axis} of shape {shape} has "
+                        f"{shape[axis]} entries, which does not split evenly over "
+                        f"{n_devices} devices"
+                    )
+                return spec
+
+            specs.append(
+                jax.tree_util.tree_map_with_path(leaf_spec, tree, arg, is_leaf=lambda a: a is None)
+            )
+        return tuple(specs)
+
+    def out_specs_for(args):
+        shapes = jax.eval_shape(fn, *args)
+        tree = _axes_tree(out_axes, shapes, "out_axes")
+        return jax.tree_util.tree_map(
+            lambda axis, leaf: _spec(axis, leaf.ndim, axis_name, "out_axes"),
+            tree,
+            shapes,
+            is_leaf=lambda a: a is None,
+        )
+
+    @jax.jit
+    @functools.wraps(fn)
+    def run(*args):
+        # traced once per signature of the arguments: the specs follow their shapes
+        mapped = jax.shard_map(
+            fn, mesh=mesh, in_specs=in_specs_for(args), out_specs=out_specs_for(args)
+        )
+        return mapped(*args)
+
+    return run

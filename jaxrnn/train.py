@@ -21,6 +21,12 @@ meaning (without progress bar, evaluation and checkpoints)::
 Because the batch of step k is ``data(k)`` (see :mod:`jaxrnn.tasks`), a run restored from a
 checkpoint at step k continues with exactly the batches, parameters and optimizer state of
 the uninterrupted run, and ends with the same bits.
+
+A loss that is not finite stops the run (``on_nonfinite="stop"``): from that step on the
+compiled step keeps params and optimizer state as they were before it, the host sees the
+step within ``refresh_seconds`` (and before any evaluation or checkpoint), and
+:class:`NonFiniteLossError` names it, carrying the last good state; no checkpoint is written
+after it. ``on_nonfinite="warn"`` warns and trains on, writing no more checkpoints.
 """
 
 from __future__ import annotations
@@ -61,6 +67,23 @@ class FitResult(NamedTuple):
     history: History
 
 
+class NonFiniteLossError(FloatingPointError):
+    """The loss of a step of :func:`fit` was NaN or infinite (with ``on_nonfinite="stop"``).
+
+    Attributes:
+      step: the first step whose loss was not finite.
+      result: a :class:`FitResult` with the params and optimizer state from before that
+        step and ``history.losses`` up to it (its last entry the non-finite loss).
+    """
+
+    def __init__(self, message: str, step: int, result: FitResult):
+        super().__init__(message)
+        self.step, self.result = step, result
+
+
+ON_NONFINITE = ("stop", "warn")
+
+
 def make_step(loss_fn, optimizer):
     """The training step ``(params, opt_state, batch) -> (params, opt_state, loss)``.
 
@@ -86,27 +109,48 @@ def make_step(loss_fn, optimizer):
     return train_step
 
 
-def _jit_step(loss_fn, optimizer, mesh):
+def _guarded_step(loss_fn, optimizer, freeze: bool):
+    """``make_step``'s step, also tracking the first step with a non-finite loss.
+
+    ``(params, opt_state, batch, step, first_bad) -> (params, opt_state, loss, first_bad)``;
+    with ``freeze``, params and optimizer state stay as they were from that step on.
+    """
+    train_step = make_step(loss_fn, optimizer)
+
+    def step_fn(params, opt_state, batch, step, first_bad):
+        new_params, new_state, loss = train_step(params, opt_state, batch)
+        first_bad = jnp.where((first_bad < 0) & ~jnp.isfinite(loss), step, first_bad)
+        if freeze:
+            keep = lambda new, old: jnp.where(first_bad >= 0, old, new)
+            new_params = jax.tree_util.tree_map(keep, new_params, params)
+            new_state = jax.tree_util.tree_map(keep, new_state, opt_state)
+        return new_params, new_state, loss, first_bad
+
+    return step_fn
+
+
+def _jit_step(loss_fn, optimizer, mesh, freeze=True):
+    step_fn = _guarded_step(loss_fn, optimizer, freeze)
     if mesh is None:
-        return jax.jit(make_step(loss_fn, optimizer))
+        return jax.jit(step_fn)
     from jaxrnn import sharding
 
     everywhere = sharding.replicated(mesh)
-    return jax.jit(make_step(loss_fn, optimizer), out_shardings=(everywhere,) * 3)
+    return jax.jit(step_fn, out_shardings=(everywhere,) * 4)
 
 
 _cached_jit_step = functools.lru_cache(maxsize=16)(_jit_step)
 
 
-def _compiled_step(loss_fn, optimizer, mesh):
+def _compiled_step(loss_fn, optimizer, mesh, freeze):
     """The jitted step, shared by calls of :func:`fit` with the same loss, optimizer and mesh.
 
     (So a resumed or repeated run in the same process does not compile again.)
     """
     try:
-        return _cached_jit_step(loss_fn, optimizer, mesh)
+        return _cached_jit_step(loss_fn, optimizer, mesh, freeze)
     except TypeError:  # an unhashable optimizer: compile for this call only
-        return _jit_step(loss_fn, optimizer, mesh)
+        return _jit_step(loss_fn, optimizer, mesh, freeze)
 
 
 def _check_optional_interval(value, *, name: str):
@@ -262,6 +306,20 @@ def _restore(path, params, opt_state, steps):
     )
 
 
+def _nonfinite_message(step: int, losses, on_nonfinite: str) -> str:
+    value = float(jax.device_get(losses[step]))
+    if on_nonfinite == "warn":
+        return (
+            f"fit: the loss of step {step} is {value}, not finite; training goes on "
+            "(on_nonfinite='warn') and writes no more checkpoints"
+        )
+    return (
+        f"fit: the loss of step {step} is {value}, not finite; training stopped there "
+        f"(on_nonfinite='stop'): the error's result holds params and optimizer state from "
+        f"before step {step}"
+    )
+
+
 def fit(
     loss_fn,
     params,
@@ -280,6 +338,7 @@ def fit(
     process_local_data: bool = False,
     progress: bool = True,
     refresh_seconds: float = 0.5,
+    on_nonfinite: str = "stop",
 ) -> FitResult:
     """Train ``params`` with ``optimizer`` on ``loss_fn`` until step ``steps``.
 
@@ -314,11 +373,22 @@ def fit(
         only this process's rows of the batch (B / P of them, in process order) instead of
         the same global batch in every process (see :func:`jaxrnn.sharding.shard_batch`).
       progress: show a tqdm progress bar with the running loss.
-      refresh_seconds: seconds between refreshes of the running loss on the bar (each one
-        waits for the device, so it is time-based: per-step waits would stall the pipeline).
+      refresh_seconds: seconds between refreshes of the running loss on the bar and looks
+        for a non-finite loss (each one waits for the device, so it is time-based: per-step
+        waits would stall the pipeline).
+      on_nonfinite: what a NaN or infinite loss does. ``"stop"`` (default): training stops
+        at that step, as soon as the host sees it (within ``refresh_seconds``, and before
+        any evaluation or checkpoint), and :class:`NonFiniteLossError` is raised naming
+        the step; its ``result`` holds params and optimizer state from before the step
+        (the step and any that ran after it leave them unchanged) and the losses up to it;
+        ``checkpoint`` keeps the last one written before it. ``"warn"``: a warning names
+        the step and training goes on, without writing checkpoints any more.
 
     Returns:
       ``FitResult(params, opt_state, history)`` with ``history.losses`` of shape (steps,).
+
+    Raises:
+      NonFiniteLossError: with ``on_nonfinite="stop"``, for a loss that is not finite.
     """
     from jaxrnn import sharding
 
@@ -331,6 +401,8 @@ def fit(
         raise ValueError(f"refresh_seconds: expected a positive number, got {refresh_seconds!r}")
     if process_local_data and mesh is None:
         raise ValueError("process_local_data: given without a mesh to assemble the batch on")
+    if on_nonfinite not in ON_NONFINITE:
+        raise ValueError(f"on_nonfinite: expected one of {ON_NONFINITE}, got {on_nonfinite!r}")
     get_batch = data if callable(data) else (lambda step: data)
     if opt_state is None:
         opt_state = optimizer.init(params)
@@ -341,7 +413,7 @@ def fit(
         )
     loss_dtype = _check_loss(loss_fn, params, get_batch(start % steps))
 
-    train_step = _compiled_step(loss_fn, optimizer, mesh)
+    train_step = _compiled_step(loss_fn, optimizer, mesh, on_nonfinite == "stop")
     place_batch = lambda batch: batch
     if mesh is not None:
         params, opt_state = sharding.replicate((params, opt_state), mesh)
@@ -365,11 +437,14 @@ def fit(
             multihost_utils.sync_global_devices(f"jaxrnn checkpoint at step {step}")
 
     shown = start  # losses[:shown] are in the running loss already on the bar
-    last_refresh = time.monotonic()
+    last_refresh = last_look = time.monotonic()
+    first_bad, seen_bad, saved = jnp.asarray(-1, jnp.int32), -1, start if start else None
     bar = _progress_bar(steps, start, progress)
     try:
         for step in range(start, steps):
-            params, opt_state, loss = train_step(params, opt_state, place_batch(get_batch(step)))
+            params, opt_state, loss, first_bad = train_step(
+                params, opt_state, place_batch(get_batch(step)), np.int32(step), first_bad
+            )
             losses.append(loss)
             done = step + 1
             bar.update(1)
@@ -377,20 +452,47 @@ def fit(
                 running = np.mean(jax.device_get(losses[shown:]))
                 bar.set_postfix_str(f"loss={running:.4g}", refresh=False)
                 shown, last_refresh = len(losses), time.monotonic()
-            if evaluate is not None and (
+            due_eval = evaluate is not None and (
                 (eval_every is not None and done % eval_every == 0)
                 or (eval_every is None and done == steps)
+            )
+            due_save = checkpoint is not None and (
+                done == steps or (checkpoint_every is not None and done % checkpoint_every == 0)
+            )
+            if seen_bad < 0 and (
+                due_eval or due_save or time.monotonic() - last_look > refresh_seconds
             ):
+                seen_bad, last_look = int(first_bad), time.monotonic()  # waits for the device
+                if seen_bad >= 0 and on_nonfinite == "stop":
+                    break
+                if seen_bad >= 0:
+                    warnings.warn(_nonfinite_message(seen_bad, losses, on_nonfinite), stacklevel=2)
+            if due_eval:
                 eval_steps.append(done)
                 evals.append(_eval_value(jax.device_get(evaluate(params))))
                 if progress:
                     bar.write(f"step {done}: eval {_short(evals[-1])}")
-            if checkpoint is not None and (
-                done == steps or (checkpoint_every is not None and done % checkpoint_every == 0)
-            ):
+            if due_save and seen_bad < 0:
                 save(done)
+                saved = done
     finally:
         bar.close()
+    if seen_bad < 0:
+        seen_bad = int(first_bad)  # the steps since the last look
+        if seen_bad >= 0 and on_nonfinite == "warn":
+            warnings.warn(_nonfinite_message(seen_bad, losses, on_nonfinite), stacklevel=2)
+    if seen_bad >= 0 and on_nonfinite == "stop":
+        del losses[seen_bad + 1 :]
+        history = History(
+            losses=np.asarray(jax.device_get(losses), dtype=loss_dtype),
+            eval_steps=np.asarray(eval_steps, dtype=np.int64),
+            evals=evals,
+        )
+        message = _nonfinite_message(seen_bad, losses, on_nonfinite)
+        if checkpoint is not None:
+            kept = f"keeps step {saved}" if saved is not None else "was not written by this run"
+            message += f"; the checkpoint {os.fspath(checkpoint)!r} {kept}"
+        raise NonFiniteLossError(message, seen_bad, FitResult(params, opt_state, history))
     history = History(
         losses=np.asarray(jax.device_get(losses), dtype=loss_dtype),
         eval_steps=np.asarray(eval_steps, dtype=np.int64),

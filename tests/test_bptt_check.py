@@ -213,7 +213,7 @@ def test_float32_library_formulas_pass_at_float32_tolerance():
 @pytest.mark.parametrize(
     "hand, model, match",
     [
-        (planted(None), "gru", "model"),
+        (planted(None), "mingru", "model"),
         (planted(None), ["lstm"], "model"),
         (lambda p, x, d: {"h": [[0.0]] * (T - 1) + [[0.0, 1.0]]}, "lstm_scalar", "'h' of shape"),
         (lambda p, x, d: {"h": np.zeros(T, complex)}, "lstm_scalar", "'h' of dtype complex"),

@@ -13,7 +13,7 @@ from test_cells import np_lstm
 import jaxrnn
 from jaxrnn.cells import lstm
 from jaxrnn.lstm_fast import Choices, fuse, unfuse
-from jaxrnn.lstm_layer import lstm_layer
+from jaxrnn._lstm_layer import lstm_layer
 
 T, B, D, H = 7, 4, 3, 5
 
@@ -27,6 +27,7 @@ CHOICES = {
     "grads_after_scan": Choices(grads_after_scan=True),
     "batch_in_3_chunks": Choices(batch_split=3),
     "one_matmul": Choices(one_matmul=True),
+    "blocks_of_3": Choices(block=3),
 }
 
 
@@ -306,6 +307,7 @@ def test_bad_lengths_raise(lengths, message):
         (Choices(unroll=0), "choices.unroll"),
         (Choices(backward_unroll=True), "choices.backward_unroll"),
         (Choices(batch_split=0), "choices.batch_split"),
+        (Choices(block=0), "choices.block"),
     ],
 )
 def test_bad_choices_raise(choices, message):
@@ -317,3 +319,23 @@ def test_bad_choices_raise(choices, message):
 def test_bad_reverse_raises(reverse):
     with pytest.raises(ValueError, match=r"reverse: expected True or False, got"):
         lstm_layer(*_setup(12), reverse=reverse)
+
+
+def test_traced_lengths_out_of_range_act_as_the_bounds_unless_checkified():
+    from jax.experimental import checkify
+
+    params, carry, xs = _setup(11, batch=(2,))
+    n_steps = xs.shape[0]
+    run = jax.jit(lambda lengths: lstm_layer(params, carry, xs, lengths=lengths))
+    (c, h), ys = run(jnp.array([-1, n_steps + 4]))  # act as 0 and T
+    np.testing.assert_array_equal(c[0], carry[0][0])
+    np.testing.assert_array_equal(ys[:, 0], 0.0)
+    (_, h_full), ys_full = lstm_layer(params, carry, xs)
+    np.testing.assert_allclose(h[1], h_full[1], rtol=1e-12)
+    np.testing.assert_allclose(ys[:, 1], ys_full[:, 1], rtol=1e-12)
+    checked = checkify.checkify(
+        jax.jit(lambda L: lstm_layer(params, carry, xs, lengths=L, checkify_lengths=True))
+    )
+    error, _ = checked(jnp.array([-1, n_steps + 4]))
+    assert error.get().startswith(f"lengths: expected values in [0, T] = [0, {n_steps}]")
+    assert checked(jnp.array([0, n_steps]))[0].get() is None

@@ -148,8 +148,10 @@ def test_spill_and_restore_move_the_high_byte_of_the_word():
     assert np.asarray(slots[1]).tolist() == [0x12, 0xFF, 0] and not np.asarray(slots[0]).any()
     back, mismatch = buffer.restore(low, slots, jnp.bool_(True), 1)
     assert np.asarray(back).tolist() == np.asarray(word).tolist() and not mismatch.any()
-    _, mismatch = buffer.restore(low + jnp.uint32(1 << 24), slots, jnp.bool_(True), 1)
+    kept, mismatch = buffer.restore(low + jnp.uint32(1 << 24), slots, jnp.bool_(True), 1)
     assert mismatch.all()  # a high byte left where the spill had emptied it
+    # ... is kept, XORed with the slot's byte, not dropped: restoring stays injective.
+    assert np.asarray(kept).tolist() == [0x13345678, 0xFE000001, 0x01BEEF00]
     same, unchanged = buffer.spill(word, slots, jnp.bool_(False), 2)
     assert np.array_equal(same, word) and np.array_equal(unchanged, slots)
 

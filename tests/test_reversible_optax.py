@@ -45,7 +45,7 @@ def test_undo_restores_the_initial_state_bit_for_bit():
     undo = jax.jit(lambda s: reversible.undo(opt, s, GRAD))
     for _ in range(300):
         state = undo(state)
-    reversible.check_optimizer(state)
+    reversible.raise_if_failed(state)
     assert int(state.step) == 0
     for got, want in zip(words_of(state), words_of(start), strict=True):
         assert np.array_equal(np.asarray(got), np.asarray(want))
@@ -76,7 +76,7 @@ def test_a_learning_rate_schedule_and_optax_chain():
     inner, undo = state[0], jax.jit(lambda s: reversible.undo(opt, s, GRAD))
     for _ in range(60):
         inner = undo(inner)
-    reversible.check_optimizer(inner)
+    reversible.raise_if_failed(inner)
     got = reversible.params_of(opt, inner)
     for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(PARAMS), strict=True):
         assert np.array_equal(np.asarray(g), np.asarray(w))
@@ -94,10 +94,10 @@ def test_guards_and_checked_failures():
     opt = reversible.reversible_momentum(0.1, 0.9, max_steps=5)
     state, _ = run(opt, 6)  # one step more than the buffer was sized for
     with pytest.raises(reversible.FixedPointOverflowError, match="at step 5"):
-        reversible.check_optimizer(state)
+        reversible.raise_if_failed(state)
     state, _ = run(opt, 3, grad=lambda p: jax.tree.map(lambda x: 1e9 * x, GRAD(p)))
     with pytest.raises(reversible.FixedPointOverflowError, match="at step 0"):
-        reversible.check_optimizer(state)
+        reversible.raise_if_failed(state)
     opt = reversible.reversible_momentum(0.1, 0.5, max_steps=200)
     state, _ = run(opt, 200)
     wrong = jax.jit(lambda p: jax.tree.map(lambda g: g * 1.0001, GRAD(p)))
@@ -105,7 +105,7 @@ def test_guards_and_checked_failures():
     for _ in range(200):
         state = undo(state)
     with pytest.raises(reversible.TrajectoryMismatchError, match="differs from the one"):
-        reversible.check_optimizer(state)
+        reversible.raise_if_failed(state)
     # Before any spill only the checksum at step 0 can see a wrong gradient.
     opt = reversible.reversible_momentum(0.1, 0.99, max_steps=30)
     state, _ = run(opt, 30)
@@ -113,7 +113,25 @@ def test_guards_and_checked_failures():
     for _ in range(30):
         state = undo(state)
     with pytest.raises(reversible.TrajectoryMismatchError, match="at step 0"):
-        reversible.check_optimizer(state)
+        reversible.raise_if_failed(state)
     assert isinstance(
         jax.tree.leaves(state.theta, is_leaf=lambda x: isinstance(x, fp.Word))[0], fp.Word
     )
+
+
+def test_updates_lead_from_the_params_given_to_the_exact_parameters():
+    opt = reversible.reversible_momentum(0.1, 0.9, max_steps=3)
+    start = opt.init(PARAMS)
+    held = jax.tree.map(lambda p: p + 1e-3, PARAMS)  # what the user holds, off the grid
+    updates, state = jax.jit(opt.update)(GRAD(PARAMS), start, held)
+    exact = reversible.params_of(opt, state)
+    for u, h, e in zip(*map(jax.tree.leaves, (updates, held, exact)), strict=True):
+        assert np.array_equal(np.asarray(u), np.asarray(e) - np.asarray(h))
+    updates, _ = opt.update(GRAD(PARAMS), start)  # without params: from theta(0)
+    for u, p, e in zip(*map(jax.tree.leaves, (updates, PARAMS, exact)), strict=True):
+        assert np.array_equal(np.asarray(u), np.asarray(e) - np.asarray(p))
+    # An undo past step 0 leaves the words as they are and records the mistake.
+    again = reversible.undo(opt, start, GRAD)
+    assert int(again.mismatch_step) == 0 and int(again.step) == 0
+    for got, want in zip(words_of(again), words_of(start), strict=True):
+        assert np.array_equal(np.asarray(got), np.asarray(want))

@@ -180,6 +180,48 @@ def test_scan_under_jit_with_traced_lengths():
         np.testing.assert_array_equal(ys[length:, n], 0.0)
 
 
+def test_traced_lengths_out_of_range_act_as_the_bounds_unless_checkified():
+    from jax.experimental import checkify
+
+    params, xs, h0 = elman_setup(5, 2)
+    p = {k: np.asarray(v) for k, v in params.items()}
+    run = jax.jit(lambda lengths: jaxrnn.scan(elman.apply, params, h0, xs, lengths=lengths))
+    h, ys = run(jnp.array([-3, 9]))  # unchecked under jit: -3 acts as 0 and 9 as T = 5
+    np.testing.assert_array_equal(h[0], h0[0])
+    np.testing.assert_array_equal(ys[:, 0], 0.0)
+    h_ref, ys_ref = np_elman_run(p, np.asarray(xs[:, 1]), np.asarray(h0[1]))
+    np.testing.assert_allclose(h[1], h_ref, rtol=1e-12)
+    np.testing.assert_allclose(ys[:, 1], ys_ref, rtol=1e-12)
+
+    def checked(lengths):
+        return jaxrnn.scan(elman.apply, params, h0, xs, lengths=lengths, checkify_lengths=True)
+
+    checked_run = checkify.checkify(jax.jit(checked))
+    error, _ = checked_run(jnp.array([-3, 9]))
+    with pytest.raises(
+        checkify.JaxRuntimeError, match=r"\[0, T\] = \[0, 5\], got min -3 and max 9"
+    ):
+        error.throw()
+    error, (h, _) = checked_run(jnp.array([2, 5]))  # in range: no error, the same result
+    assert error.get() is None
+    np.testing.assert_allclose(h, run(jnp.array([2, 5]))[0], rtol=1e-12)
+    both = checkify.checkify(
+        jax.jit(
+            lambda lengths: jaxrnn.bidirectional(
+                elman.apply,
+                (params, params),
+                (h0, h0),
+                xs,
+                lengths=lengths,
+                checkify_lengths=True,
+            )
+        )
+    )
+    assert "got min 0 and max 6" in both(jnp.array([0, 6]))[0].get()
+    with pytest.raises(ValueError, match="checkify_lengths: expected True or False, got 1"):
+        jaxrnn.scan(elman.apply, params, h0, xs, lengths=jnp.array([1, 2]), checkify_lengths=1)
+
+
 PROPERTY_T, PROPERTY_B = 6, 4
 
 

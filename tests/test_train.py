@@ -1,5 +1,7 @@
 """fit: the step against a NumPy loop, bit-exact resume, evaluation, progress, errors."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -251,6 +253,7 @@ def test_bad_arguments_raise(tmp_path):
         (dict(loss_fn=lambda p, b: (b[0] @ p["w"]) ** 2), r"scalar loss, got shape \(16,\)"),
         (dict(loss_fn=lambda p, b: (p, b)), "expected a floating scalar loss, got tuple"),
         (dict(eval_fn=lambda p: p["w"]), r"eval_fn: expected a scalar .* shape \(3,\)"),
+        (dict(on_nonfinite="ignore"), r"on_nonfinite: expected one of \('stop', 'warn'\)"),
     ]
     defaults = dict(loss_fn=loss, params=params, optimizer=sgd, data=data, steps=2)
     for change, message in cases:
@@ -390,3 +393,63 @@ def test_numpy_float64_params_resume_without_x64(tmp_path):
     assert resumed.params["w"].dtype == np.float32
     _assert_trees_equal(resumed.params, straight.params)
     assert np.array_equal(resumed.history.losses, straight.history.losses)
+
+
+def _poisoned(step, bad=5, value=np.nan):
+    """The regression batches, with a non-finite target at step ``bad``."""
+    xs, ys = _regression_batch(step)
+    return xs, np.where(np.arange(len(ys)) == 0, value, ys) if step == bad else ys
+
+
+def test_a_nan_loss_stops_fit_with_the_last_good_state_and_checkpoint(tmp_path):
+    params, sgd, path = {"w": jnp.zeros(3)}, optax.sgd(0.05), tmp_path / "run.npz"
+    before = train.fit(_regression_loss, params, sgd, _regression_batch, 5, progress=False)
+    w5, losses, trajectory = _numpy_sgd(np.zeros(3), 5, 0.05)
+    with pytest.raises(train.NonFiniteLossError, match=r"loss of step 5 is nan.*keeps step 4"):
+        train.fit(_regression_loss, params, sgd, _poisoned, 9, checkpoint=path,
+                  checkpoint_every=2, progress=False)  # fmt: skip
+    # Seen only at the end of the run: the steps after the bad one changed nothing.
+    with pytest.raises(train.NonFiniteLossError) as stopped:
+        train.fit(_regression_loss, params, sgd, _poisoned, 9, refresh_seconds=1e9, progress=False)
+    assert stopped.value.step == 5
+    result = stopped.value.result
+    _assert_trees_equal(result.params, before.params)  # the params from before step 5
+    np.testing.assert_allclose(result.params["w"], w5, rtol=1e-12)
+    _assert_trees_equal(result.opt_state, before.opt_state)
+    assert len(result.history.losses) == 6 and np.isnan(result.history.losses[-1])
+    np.testing.assert_allclose(result.history.losses[:5], losses, rtol=1e-12)
+    # The checkpoint is the last one written before the bad step, never a NaN one.
+    manifest = checkpoint.read_manifest(path)
+    assert manifest["step"] == 4
+    tree, _, _ = checkpoint.restore(
+        path, {"params": params, "opt_state": sgd.init(params), "losses": np.zeros(4)}
+    )
+    np.testing.assert_allclose(tree["params"]["w"], trajectory[3], rtol=1e-12)
+
+
+def test_an_infinite_loss_warns_with_on_nonfinite_warn_and_stops_checkpoints(tmp_path):
+    params, sgd, path = {"w": jnp.zeros(3)}, optax.sgd(0.05), tmp_path / "run.npz"
+    poisoned = lambda step: _poisoned(step, bad=3, value=np.inf)
+    with pytest.warns(UserWarning, match=r"loss of step 3 is inf, not finite; training goes on"):
+        result = train.fit(_regression_loss, params, sgd, poisoned, 6, checkpoint=path,
+                           checkpoint_every=2, on_nonfinite="warn", progress=False)  # fmt: skip
+    assert len(result.history.losses) == 6 and np.isinf(result.history.losses[3])
+    assert not np.isfinite(result.params["w"]).all()  # trained on, as asked
+    assert checkpoint.read_manifest(path)["step"] == 2
+
+
+def test_train_command_reports_a_diverging_loss_and_keeps_the_good_checkpoint(tmp_path, capsys):
+    from jaxrnn.cli import main
+
+    path = str(tmp_path / "run.npz")
+    args = ["train", "adding", "--length", "3", "--hidden", "4", "--batch", "4", "--steps",
+            "5", "--lr", "1e30", "--no-progress", "--checkpoint", path, "--checkpoint-every",
+            "1"]  # fmt: skip
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    # Adam's first step moves every weight by 1e30: a later loss is no longer finite
+    found = re.search(r"jaxrnn train: the loss of step (\d) is (nan|-?inf), not finite", err)
+    assert found and int(found.group(1)) >= 2, err
+    assert f"{path} keeps the last good step" in err and "smaller --lr (now 1e+30)" in err
+    # checkpointed after every step up to the last good one, and never after it
+    assert checkpoint.read_manifest(path)["step"] == int(found.group(1)) - 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from jaxrnn._checks import dtype_of, is_real, shape_of
-from jaxrnn.scan import scan
+from jaxrnn._scan import scan
 
 
 def check_sequences(xs, dL_dh, *, in_dim: int | None, hidden: int | None):

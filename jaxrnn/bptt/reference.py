@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from jaxrnn._checks import check_matrix, check_params
 from jaxrnn.bptt._forward import check_sequences, state_dtype
 from jaxrnn.cells import elman as elman_cell
+from jaxrnn.cells import gru as gru_cell
 from jaxrnn.cells import lstm as lstm_cell
 from jaxrnn.cells import lstm_scalar as lstm_scalar_cell
 from jaxrnn.dynamics import activation_slope
@@ -146,3 +147,50 @@ def _elman(params, xs, dL_dh, activation):
     unflat = lambda a: a.reshape(a.shape[:1] + batch + a.shape[-1:])  # noqa: E731
     d_e = {name: unflat(value) for name, value in d_e.items()}
     return {**d_e, "x": unflat(d_xs), **d_params, "W_double_sum": d_params["W"]}
+
+
+@jax.jit
+def _gru_adjoints(params, carry, xs, dL_dh):
+    """Gradients of L = sum(dL_dh * h) w.r.t. params, xs and the GRU perturbations.
+
+    e["h"](t) is added to h(t) after it is computed (total h̄(t)); e["h_prev"](t) to h(t-1)
+    wherever step t reads it (dL/dh(t-1) through step t); e[q](t) to the post-activation
+    gate q(t) for q in r, z, n, and e["m"](t) to m(t) = U_n h(t-1) + b_hn; e[q + "_pre"](t)
+    to the pre-activation of gate q.
+    """
+    names = ("h", "h_prev", "r", "z", "n", "m", "r_pre", "z_pre", "n_pre")
+    zeros = {n: jnp.zeros(xs.shape[:1] + carry.shape, carry.dtype) for n in names}
+
+    def forward(p, xs, e):
+        def step(h_prev, inputs):
+            x, e_t = inputs
+            h_in = h_prev + e_t["h_prev"]
+            a_r = x @ p["W_r"].T + h_in @ p["U_r"].T + p["b_r"] + e_t["r_pre"]
+            a_z = x @ p["W_z"].T + h_in @ p["U_z"].T + p["b_z"] + e_t["z_pre"]
+            r = jax.nn.sigmoid(a_r) + e_t["r"]
+            z = jax.nn.sigmoid(a_z) + e_t["z"]
+            m = h_in @ p["U_n"].T + p["b_hn"] + e_t["m"]
+            n = jnp.tanh(x @ p["W_n"].T + p["b_n"] + r * m + e_t["n_pre"]) + e_t["n"]
+            h = (1 - z) * n + z * h_in + e_t["h"]
+            return h, h
+
+        return jax.lax.scan(step, carry, (xs, e))[1]
+
+    def loss(p, xs, e):
+        return jnp.sum(dL_dh * forward(p, xs, e))
+
+    return jax.grad(loss, argnums=(0, 1, 2))(params, xs, zeros)
+
+
+def gru(params: dict, xs, dL_dh) -> dict:
+    """Autodiff adjoints of the GRU: the names and meanings of ``jaxrnn.bptt.gru``.
+
+    Args:
+      params: ``jaxrnn.cells.gru`` parameters; xs: (T, *batch, D); dL_dh: (T, *batch, H).
+    """
+    hidden, in_dim = check_matrix(params, "W_r")
+    check_params(params, gru_cell.param_shapes(in_dim, hidden))
+    xs, dL_dh = check_sequences(xs, dL_dh, in_dim=in_dim, hidden=hidden)
+    carry = gru_cell.init_carry(xs.shape[1:-1], hidden, dtype=state_dtype(params, xs, dL_dh))
+    d_params, d_xs, d_e = _gru_adjoints(params, carry, xs, dL_dh)
+    return {**d_e, "x": d_xs, **d_params}

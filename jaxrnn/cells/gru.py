@@ -15,8 +15,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxrnn._cell_pieces import check_sizes, gate_shapes, uniform_weights, zeros_carry
 from jaxrnn._checks import check_batches_broadcast, check_last_dim, check_matrix, check_params
-from jaxrnn.cells._common import check_sizes, gate_shapes, uniform_weights, zeros_carry
 
 GATES = ("r", "z", "n")
 

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrnn._cell_pieces import check_sizes
 from jaxrnn._checks import (
     batch_shape_tuple,
     check_batches_broadcast,
@@ -36,7 +37,6 @@ from jaxrnn._checks import (
     dtype_of,
     shape_of,
 )
-from jaxrnn.cells._common import check_sizes
 
 
 def param_shapes(in_dim: int, hidden: int) -> dict[str, tuple[int, ...]]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxrnn._cell_pieces import check_sizes, gate_shapes, uniform_weights, zeros_carry
 from jaxrnn._checks import (
     check_batches_broadcast,
     check_last_dim,
@@ -19,7 +20,7 @@ from jaxrnn._checks import (
     check_params,
     describe,
 )
-from jaxrnn.cells._common import check_sizes, gate_shapes, uniform_weights, zeros_carry
+from jaxrnn._deprecated import alias
 
 GATES = ("i", "f", "o", "c")
 
@@ -63,7 +64,7 @@ def gates(params: dict, h_prev, x):
     )
 
 
-def check(params: dict, carry, x) -> None:
+def validate(params: dict, carry, x) -> None:
     """Validate params, carry and input of the vector LSTM (raises ``ValueError``).
 
     Checks the entries and shapes of params, that the carry is a pair and the last axes
@@ -89,10 +90,14 @@ def apply(params: dict, carry, x):
     Returns:
       ``((c_t, h_t), h_t)``, each of shape (*batch, H).
     """
-    check(params, carry, x)
+    validate(params, carry, x)
     check_batches_broadcast({"carry[0] (c)": carry[0], "carry[1] (h)": carry[1], "x": x})
     c_prev, h_prev, x = jnp.asarray(carry[0]), jnp.asarray(carry[1]), jnp.asarray(x)
     i, f, o, g = gates(params, h_prev, x)
     c = f * c_prev + i * g
     h = o * jnp.tanh(c)
     return (c, h), h
+
+
+# the old name, for one release (CHANGELOG.md)
+check = alias(validate, "jaxrnn.cells.lstm.check", "jaxrnn.cells.lstm.validate")

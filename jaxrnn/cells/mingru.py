@@ -22,8 +22,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxrnn._cell_pieces import check_sizes, uniform_weights, zeros_carry
 from jaxrnn._checks import check_batches_broadcast, check_last_dim, check_matrix, check_params
-from jaxrnn.cells._common import check_sizes, uniform_weights, zeros_carry
 
 
 def param_shapes(in_dim: int, hidden: int) -> dict[str, tuple[int, ...]]:

@@ -19,8 +19,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxrnn._cell_pieces import check_sizes, uniform_weights
 from jaxrnn.cells import mingru
-from jaxrnn.cells._common import check_sizes, uniform_weights
 from jaxrnn.cells.mingru import log_positive, readout
 
 GATES = ("f", "i", "h")

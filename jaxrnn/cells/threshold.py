@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from jaxrnn._cell_pieces import check_sizes, uniform_weights, zeros_carry
 from jaxrnn._checks import (
     check_batches_broadcast,
     check_last_dim,
@@ -19,7 +20,6 @@ from jaxrnn._checks import (
     check_params,
     check_positive_int,
 )
-from jaxrnn.cells._common import check_sizes, uniform_weights, zeros_carry
 
 
 def step(z):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from jaxrnn.cli._options import SEED_MAX, OptionError, command, integer, number
 
 TITLE = "Training: fit, checkpoints that resume bit-exactly, synthetic tasks"
@@ -152,6 +154,23 @@ def _resumed_step(args) -> int:
     return step
 
 
+def _fit(train, optax, args, params, data, loss_fn, metrics, mesh, batch_axis):
+    return train.fit(
+        loss_fn,
+        params,
+        optax.adam(args.lr),
+        data,
+        args.steps,
+        eval_fn=metrics,
+        eval_every=args.eval_every,
+        checkpoint=args.checkpoint,
+        checkpoint_every=args.checkpoint_every,
+        mesh=mesh,
+        batch_axis=batch_axis,
+        progress=not args.no_progress,
+    )
+
+
 def run_train(args) -> int:
     """``jaxrnn train TASK``: train, print the losses and the held-out metrics."""
     import time
@@ -180,20 +199,17 @@ def run_train(args) -> int:
             f"{start_step + 1} to {args.steps}"
         )
     start = time.perf_counter()
-    result = train.fit(
-        loss_fn,
-        params,
-        optax.adam(args.lr),
-        data,
-        args.steps,
-        eval_fn=metrics,
-        eval_every=args.eval_every,
-        checkpoint=args.checkpoint,
-        checkpoint_every=args.checkpoint_every,
-        mesh=mesh,
-        batch_axis=batch_axis,
-        progress=not args.no_progress,
-    )
+    try:
+        result = _fit(train, optax, args, params, data, loss_fn, metrics, mesh, batch_axis)
+    except train.NonFiniteLossError as error:
+        value = error.result.history.losses[-1]
+        kept = f"; {args.checkpoint} keeps the last good step" if args.checkpoint else ""
+        print(
+            f"jaxrnn train: the loss of step {error.step + 1} is {value}, not finite: training "
+            f"stopped{kept}; try a smaller --lr (now {args.lr:g})",
+            file=sys.stderr,
+        )
+        return 1
     losses = result.history.losses
     seconds, devices = time.perf_counter() - start, mesh.size if mesh else 1
     if start_step == args.steps:

@@ -106,11 +106,17 @@ def spill(word, slots, flag, slot):
 
 
 def restore(word, slots, flag, slot):
-    """Undo :func:`spill`: (word, mismatch); ``mismatch`` is True where the high byte was not 0."""
+    """Undo :func:`spill`: (word, mismatch); ``mismatch`` is True where the high byte was not 0.
+
+    The slot's byte is XORed into the high byte of ``word``. Where that byte is 0, as it is
+    whenever the reverse computation repeats the forward one, this is the word :func:`spill`
+    saw; elsewhere the difference is kept rather than dropped, so that undoing stays an
+    injective map and a different computation also shows in the words it rebuilds.
+    """
     if slots.shape[0] == 0:
         return word, jnp.zeros(word.shape, bool)
     mismatch = flag & ((word >> KEPT_BITS) != 0)
-    restored = (slots[slot].astype(jnp.uint32) << KEPT_BITS) | (word & KEPT_MASK)
+    restored = (slots[slot].astype(jnp.uint32) << KEPT_BITS) ^ word
     return jnp.where(flag, restored, word), mismatch
 
 

@@ -48,7 +48,7 @@ def to_int(word: Word, *, signed: bool = True):
 
     hi = np.asarray(word.hi, dtype=np.uint64).astype(object)
     lo = np.asarray(word.lo, dtype=np.uint64).astype(object)
-    value = hi * (1 << 32) + lo
+    value = np.asarray(hi * (1 << 32) + lo, dtype=object)  # 0-d too: Python integers
     if signed:
         value = np.where(value >= (1 << 63), value - (1 << 64), value)
     return value

@@ -40,6 +40,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxrnn._varying import sum_like, vary_like
+
 
 class Choices(NamedTuple):
     """How the fused kernel is computed (all results are equal up to rounding).
@@ -54,6 +56,10 @@ class Choices(NamedTuple):
         scan (True), or accumulated inside it step by step (False).
       batch_split: run the batch as this many independent scans (chunks of sequences), which
         XLA may execute concurrently on different cores; their weight gradients add up.
+      block: steps per iteration of the scans, whose inputs are projected by one matmul
+        ``(block·B, D) @ (D, 4H)`` before the block's steps and whose weight and input
+        gradients are one matmul per block after them (a T that is not a multiple is
+        padded with masked-off steps). 1: per step, as ``unroll`` and ``hoist_input`` say.
     """
 
     unroll: int = 4
@@ -63,6 +69,7 @@ class Choices(NamedTuple):
     one_matmul: bool = False
     grads_after_scan: bool = False
     batch_split: int = 1
+    block: int = 1
 
 
 def _sigmoid(z, via_tanh: bool):
@@ -97,13 +104,14 @@ def _forward(choices: Choices, W, U, b, c0, h0, xs, mask, *, keep: bool):
 
     A masked-off step gets R = 0, C = 0, f = 1: its backward step passes (cbar, hbar) on.
     """
-    inputs = xs @ W + b if choices.hoist_input else xs
+    hoisted = choices.hoist_input or choices.block > 1
+    inputs = xs @ W + b if choices.hoist_input and choices.block == 1 else xs
     WU = jnp.concatenate([W, U], axis=0) if choices.one_matmul else None
 
     def step(carry, t_inputs):
         c_prev, h_prev = carry
         x, m = t_inputs
-        if choices.hoist_input:
+        if hoisted:
             z = x + h_prev @ U
         elif choices.one_matmul:
             z = jnp.concatenate([x, h_prev], axis=-1) @ WU + b
@@ -117,8 +125,51 @@ def _forward(choices: Choices, W, U, b, c0, h0, xs, mask, *, keep: bool):
         outputs = (h, R, C, f) if keep else (h,)
         return (c, h), outputs
 
+    if choices.block > 1:
+        return _forward_blocked(choices, step, W, b, c0, h0, xs, mask)
     (c_last, _), outputs = jax.lax.scan(step, (c0, h0), (inputs, mask), unroll=choices.unroll)
     return c_last, outputs
+
+
+def _pad_to_blocks(block: int, n_steps: int, mask, leaves: tuple, fills: tuple):
+    """Pad (T, ...) leaves to a multiple of ``block`` steps, cut into (T / block, block, ...).
+
+    Padding steps are masked off (``mask`` is made if it was None); ``fills`` gives each
+    leaf's padding value. Returns ``(mask, leaves)`` in blocks.
+    """
+    extra = -n_steps % block
+    if extra:
+        if mask is None:
+            batch = leaves[0].shape[1]
+            mask = jnp.ones((n_steps, batch, 1), bool)
+        mask = jnp.pad(mask, [(0, extra), (0, 0), (0, 0)])
+        leaves = tuple(
+            jnp.pad(a, [(0, extra)] + [(0, 0)] * (a.ndim - 1), constant_values=fill)
+            for a, fill in zip(leaves, fills, strict=True)
+        )
+    cut = lambda a: None if a is None else a.reshape((-1, block) + a.shape[1:])
+    return cut(mask), tuple(cut(a) for a in leaves)
+
+
+def _forward_blocked(choices: Choices, step, W, b, c0, h0, xs, mask):
+    """The forward scan over blocks of ``choices.block`` steps (see :class:`Choices`).
+
+    ``step`` is the per-step body with the input projection hoisted (it adds h U to it).
+    """
+    n_steps = xs.shape[0]
+    mask, (xs,) = _pad_to_blocks(choices.block, n_steps, mask, (xs,), (0,))
+
+    def block_step(carry, block_inputs):
+        x_block, m_block = block_inputs
+        projected = x_block @ W + b  # (block, B, 4H): one matmul for the block's inputs
+        outputs = []
+        for j in range(choices.block):
+            carry, out = step(carry, (projected[j], None if m_block is None else m_block[j]))
+            outputs.append(out)
+        return carry, tuple(jnp.stack(parts) for parts in zip(*outputs, strict=True))
+
+    (c_last, _), outputs = jax.lax.scan(block_step, (c0, h0), (xs, mask))
+    return c_last, tuple(a.reshape((-1,) + a.shape[2:])[:n_steps] for a in outputs)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(0,))
@@ -147,16 +198,16 @@ def lstm_scan(choices: Choices, W, U, b, c0, h0, xs, mask):
 
 def _lstm_scan_fwd(choices, W, U, b, c0, h0, xs, mask):
     c_last, (hs, Rs, Cs, fs) = _forward(choices, W, U, b, c0, h0, xs, mask, keep=True)
-    return (c_last, hs), (W, U, h0, xs, mask, hs, Rs, Cs, fs)
+    return (c_last, hs), (W, U, b, c0, h0, xs, mask, hs, Rs, Cs, fs)
 
 
 def _lstm_scan_bwd(choices, residuals, cotangents):
-    W, U, h0, xs, mask, hs, Rs, Cs, fs = residuals
+    W, U, b, c0, h0, xs, mask, hs, Rs, Cs, fs = residuals
     dc_last, dhs = cotangents
     hidden = U.shape[0]
     hs_prev = jnp.concatenate([h0[None], hs[:-1]], axis=0)  # h_{t-1} for each t
     U_T = U.T
-    accumulate = not choices.grads_after_scan
+    accumulate = not choices.grads_after_scan and choices.block == 1
 
     def step(carry, t_inputs):
         dc_next, dh_next, *sums = carry
@@ -175,8 +226,15 @@ def _lstm_scan_bwd(choices, residuals, cotangents):
         return (dc_prev, dh_prev), dz
 
     init = (dc_last, jnp.zeros_like(dc_last))
-    if accumulate:
+    if accumulate or choices.block > 1:
         init += (jnp.zeros_like(W), jnp.zeros_like(U), jnp.zeros(U.shape[1], U.dtype))
+    init = vary_like(init, dhs, Rs, xs)  # inside jax.shard_map the sums vary as the steps do
+    if choices.block > 1:
+        dc0, dh0, dW, dU, db, dxs = _backward_blocked(
+            choices.block, step, init, W, (dhs, Rs, Cs, fs, mask, xs, hs_prev)
+        )
+        grads = sum_like((dW, dU, db, dc0, dh0, dxs), (W, U, b, c0, h0, xs))
+        return (*grads, None)
     carry, per_step = jax.lax.scan(
         step,
         init,
@@ -196,7 +254,40 @@ def _lstm_scan_bwd(choices, residuals, cotangents):
         dU = hs_prev.reshape(n_steps * batch, hidden).T @ dz_flat
         db = dz_flat.sum(0)
         dxs = dzs @ W.T
-    return dW, dU, db, dc0, dh0, dxs, None
+    # replicated inputs inside jax.shard_map: their gradient sums over the devices
+    grads = sum_like((dW, dU, db, dc0, dh0, dxs), (W, U, b, c0, h0, xs))
+    return (*grads, None)
+
+
+def _backward_blocked(block: int, step, init, W, per_step):
+    """The reverse scan over blocks of ``block`` steps: (cbar, hbar) step by step, then the
+    block's weight and input gradients as one matmul each (see :class:`Choices`).
+
+    ``step`` is the per-step body that returns zbar_t; ``per_step`` holds the (T, ...)
+    inputs (hbar of the outputs, R, C, f, mask, x, h_{t-1}). Returns
+    ``(cbar_0, hbar_0, Wbar, Ubar, bbar, xbar)``.
+    """
+    dhs, Rs, Cs, fs, mask, xs, hs_prev = per_step
+    n_steps = xs.shape[0]
+    mask, blocks = _pad_to_blocks(
+        block, n_steps, mask, (dhs, Rs, Cs, fs, xs, hs_prev), (0, 0, 0, 1, 0, 0)
+    )
+
+    def block_step(carry, block_inputs):
+        dc, dh, dW, dU, db = carry
+        (dh_out, R, C, f, x, h_prev), m = block_inputs
+        dzs = [None] * block
+        for j in reversed(range(block)):
+            t_inputs = (dh_out[j], R[j], C[j], f[j], None if m is None else m[j], None, None)
+            (dc, dh), dzs[j] = step((dc, dh), t_inputs)
+        dz = jnp.stack(dzs)  # (block, B, 4H)
+        rows = lambda a: a.reshape(-1, a.shape[-1])  # (block·B, ...)
+        dW = dW + rows(x).T @ rows(dz)
+        dU = dU + rows(h_prev).T @ rows(dz)
+        return (dc, dh, dW, dU, db + rows(dz).sum(0)), dz @ W.T
+
+    carry, dxs = jax.lax.scan(block_step, init, (blocks, mask), reverse=True)
+    return (*carry, dxs.reshape((-1,) + dxs.shape[2:])[:n_steps])
 
 
 lstm_scan.defvjp(_lstm_scan_fwd, _lstm_scan_bwd)

@@ -15,8 +15,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxrnn._cell_pieces import check_sizes, resolve_activation, uniform_weights
 from jaxrnn._checks import check_matrix, check_params, check_positive_int, dtype_of, shape_of
-from jaxrnn.cells._common import check_sizes, resolve_activation, uniform_weights
+from jaxrnn._deprecated import alias
 
 
 def param_shapes(in_dim: int, hidden: int, *, bias: bool = False) -> dict[str, tuple[int, ...]]:
@@ -42,7 +43,7 @@ def init(key, in_dim: int, hidden: int, *, bias: bool = False, dtype=jnp.float32
     return params
 
 
-def check(params) -> tuple[int, int]:
+def validate_params(params) -> tuple[int, int]:
     """Validate grid-cell params; returns ``(in_dim, hidden)``. Raises ``ValueError``."""
     in_dim, hidden = check_matrix(params, "W_in")
     check_params(params, param_shapes(in_dim, hidden, bias="b" in params))
@@ -111,3 +112,8 @@ def n_flops(height: int, width: int, in_dim: int, hidden: int) -> int:
 
 def result_dtype(params: dict, x):
     return jnp.result_type(*jax.tree_util.tree_leaves(params), x)
+
+
+check = alias(
+    validate_params, "jaxrnn.mdrnn.cell.check", "jaxrnn.mdrnn.cell.validate_params"
+)  # one release (CHANGELOG.md)

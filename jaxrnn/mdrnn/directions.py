@@ -15,8 +15,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxrnn._cell_pieces import resolve_activation
 from jaxrnn._checks import shape_of
-from jaxrnn.cells._common import resolve_activation
 from jaxrnn.mdrnn import cell
 from jaxrnn.mdrnn.wavefront import check_grouping, check_sizes_arg, masked_wavefront, size_mask
 
@@ -56,7 +56,7 @@ def four_directions(
             f"params: expected a dict of arrays with a leading axis of 4 (init_four), got "
             f"{shapes if shapes is not None else type(params).__name__}"
         )
-    in_dim, _ = cell.check(jax.tree_util.tree_map(lambda a: a[0], params))
+    in_dim, _ = cell.validate_params(jax.tree_util.tree_map(lambda a: a[0], params))
     batch, height, width = cell.check_grid(x, in_dim)
     check_grouping(min_length, fill)
     phi = resolve_activation(activation)

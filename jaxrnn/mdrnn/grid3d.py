@@ -22,8 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrnn._cell_pieces import check_sizes, resolve_activation, uniform_weights
 from jaxrnn._checks import check_matrix, check_params, shape_of
-from jaxrnn.cells._common import check_sizes, resolve_activation, uniform_weights
 from jaxrnn.mdrnn.cell import result_dtype
 
 

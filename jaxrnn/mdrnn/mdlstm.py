@@ -15,8 +15,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxrnn._cell_pieces import check_sizes, uniform_weights
 from jaxrnn._checks import check_matrix, check_params
-from jaxrnn.cells._common import check_sizes, uniform_weights
+from jaxrnn._deprecated import alias
 from jaxrnn.mdrnn import cell
 from jaxrnn.mdrnn.wavefront import (
     check_grouping,
@@ -54,7 +55,7 @@ def init(key, in_dim: int, hidden: int, *, forget_bias: float = 0.0, dtype=jnp.f
     return params
 
 
-def check(params) -> tuple[int, int]:
+def validate_params(params) -> tuple[int, int]:
     """Validate MD-LSTM params; returns ``(in_dim, hidden)``."""
     in_dim, hidden = check_matrix(params, "W_i")
     check_params(params, param_shapes(in_dim, hidden))
@@ -102,7 +103,7 @@ def wavefront(params: dict, x, *, sizes=None, min_length: int = 8, fill: float =
     Returns:
       h, shape (*batch, H, W, hidden).
     """
-    in_dim, hidden = check(params)
+    in_dim, hidden = validate_params(params)
     batch, height, width = cell.check_grid(x, in_dim)
     check_grouping(min_length, fill)
     dtype = cell.result_dtype(params, x)
@@ -113,13 +114,29 @@ def wavefront(params: dict, x, *, sizes=None, min_length: int = 8, fill: float =
         check_sizes_arg(sizes, batch, height, width)
         mask = flatten_grid(size_mask(sizes, height, width)[..., None], len(batch))[..., 0]
 
+    gates = 5 * hidden
+    # [U_W, U_N] (hidden, 10 hidden): h @ it gives a cell's terms for both of its neighbours
+    side_by_side = jnp.concatenate([u[:hidden], u[hidden:]], axis=1)
+
     def step(west, north, projected_cells):
-        pre = projected_cells + jnp.concatenate([west[1], north[1]], -1) @ u
+        # west = (c(i-1, j), h(i-1, j) @ [U_W, U_N]), north likewise for (i, j-1)
+        pre = projected_cells + west[1][..., :gates] + north[1][..., gates:]
         c, h = _update(pre, west[0], north[0])
         return (c, h), h
 
-    sizes_ = ((hidden, dtype), (hidden, dtype))
     hs = run_diagonals(
-        step, projected, sizes_, height, width, mask=mask, min_length=min_length, fill=fill
+        step,
+        projected,
+        ((hidden, dtype), (hidden, dtype)),
+        height,
+        width,
+        mask=mask,
+        mix=lambda state: (state[0], state[1] @ side_by_side),
+        min_length=min_length,
+        fill=fill,
     )
     return unflatten_grid(hs, batch, height, width)
+
+
+# the old name, for one release (CHANGELOG.md)
+check = alias(validate_params, "jaxrnn.mdrnn.mdlstm.check", "jaxrnn.mdrnn.mdlstm.validate_params")

@@ -19,7 +19,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxrnn.cells._common import resolve_activation
+from jaxrnn._cell_pieces import resolve_activation
+from jaxrnn._varying import vary_like
 from jaxrnn.mdrnn import cell
 
 
@@ -48,12 +49,12 @@ def raster(params: dict, x, *, activation="tanh", unroll: int | bool = 1):
     Returns:
       h, shape (*batch, H, W, hidden).
     """
-    in_dim, hidden = cell.check(params)
+    in_dim, hidden = cell.validate_params(params)
     batch, height, width = cell.check_grid(x, in_dim)
     phi = resolve_activation(activation)
     dtype = cell.result_dtype(params, x)
     cells = _grid_first(jnp.asarray(x, dtype), len(batch)).reshape((height * width, *batch, in_dim))
-    zeros = jnp.zeros((*batch, hidden), dtype)
+    zeros = vary_like(jnp.zeros((*batch, hidden), dtype), params, x)  # (jax.shard_map)
 
     def step(carry, inputs):
         row, h_north = carry
@@ -63,7 +64,7 @@ def raster(params: dict, x, *, activation="tanh", unroll: int | bool = 1):
         h = cell.apply(params, row[j], h_north, x_ij, activation=phi)
         return (row.at[j].set(h), h), h
 
-    init = (jnp.zeros((width, *batch, hidden), dtype), zeros)
+    init = (jnp.zeros_like(zeros, shape=(width, *batch, hidden)), zeros)
     _, hs = jax.lax.scan(step, init, (jnp.arange(height * width), cells), unroll=unroll)
     return _grid_back(hs.reshape((height, width, *batch, hidden)), len(batch))
 
@@ -77,13 +78,13 @@ def raster_fast(params: dict, x, *, activation="tanh"):
 
     Args and Returns as :func:`raster`.
     """
-    in_dim, hidden = cell.check(params)
+    in_dim, hidden = cell.validate_params(params)
     batch, height, width = cell.check_grid(x, in_dim)
     phi = resolve_activation(activation)
     dtype = cell.result_dtype(params, x)
     projected = _grid_first(cell.project_input(params, jnp.asarray(x, dtype)), len(batch))
     recurrent = cell.stacked_recurrent(params).astype(dtype)
-    zeros = jnp.zeros((*batch, hidden), dtype)
+    zeros = vary_like(jnp.zeros((*batch, hidden), dtype), params, x)  # (jax.shard_map)
 
     def row_step(row_above, projected_row):
         def cell_step(h_north, inputs):
@@ -94,5 +95,5 @@ def raster_fast(params: dict, x, *, activation="tanh"):
         _, row = jax.lax.scan(cell_step, zeros, (projected_row, row_above))
         return row, row
 
-    _, hs = jax.lax.scan(row_step, jnp.zeros((width, *batch, hidden), dtype), projected)
+    _, hs = jax.lax.scan(row_step, jnp.zeros_like(projected[0]), projected)
     return _grid_back(hs, len(batch))

@@ -29,8 +29,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrnn._cell_pieces import resolve_activation
 from jaxrnn._checks import check_positive_int, dtype_of, is_concrete, shape_of
-from jaxrnn.cells._common import resolve_activation
+from jaxrnn._varying import vary_like
 from jaxrnn.mdrnn import cell
 
 
@@ -103,6 +104,37 @@ def _resize(state, size: int):
     return jax.tree_util.tree_map(one, state)
 
 
+def select_rows(x, index: np.ndarray):
+    """``x[index]`` along axis 0, where ``index == len(x)`` reads a row of zeros.
+
+    Every row of ``x`` must be read at most once (a static, partial permutation), so the
+    gradient is a gather too, by the inverse permutation, never a scatter-add (which
+    XLA:CPU runs one row at a time).
+    """
+    n_rows = x.shape[0]
+    inverse = np.full(n_rows, len(index), np.int64)
+    real = index < n_rows
+    if np.unique(index[real]).size != int(real.sum()):
+        raise ValueError("index: expected every row to be read at most once")
+    inverse[index[real]] = np.flatnonzero(real)
+
+    def with_zero_row(a):
+        return jnp.concatenate([a, jnp.zeros_like(a[:1])], axis=0)
+
+    @jax.custom_vjp
+    def select(a):
+        return jnp.take(with_zero_row(a), index, axis=0)
+
+    def select_fwd(a):
+        return select(a), None
+
+    def select_bwd(_, cotangent):
+        return (jnp.take(with_zero_row(cotangent), inverse, axis=0),)
+
+    select.defvjp(select_fwd, select_bwd)
+    return select(x)
+
+
 def run_diagonals(
     step,
     projected,
@@ -111,6 +143,7 @@ def run_diagonals(
     width: int,
     *,
     mask=None,
+    mix=None,
     min_length: int = 8,
     fill: float = 0.75,
 ):
@@ -119,55 +152,62 @@ def run_diagonals(
     Args:
       step: ``step(west, north, projected_cells) -> (state, y)``: the cell on a whole
         diagonal. ``west``/``north`` are the neighbour states (pytrees of (L, *lead, k)
-        arrays, zeros outside the grid), ``projected_cells`` (L, *lead, P).
+        arrays, zeros outside the grid), ``projected_cells`` (L, *lead, P); with ``mix``
+        they are the neighbours' entries of ``mix(previous diagonal)`` instead.
       projected: the hoisted per-cell inputs, shape (H*W, *lead, P), row-major cells.
       state_sizes: pytree of (k, dtype) pairs, one per state array (e.g. h, or (c, h)).
       height, width: the grid.
       mask: optional boolean (H*W, *lead): cells where it is False get state 0 and y 0.
+      mix: optional ``mix(state) -> pytree`` applied to the whole previous diagonal (its
+        zero padding included) once per step, row by row, e.g. ``h @ [W_W, W_N]``: one
+        matmul serves both neighbours, which are then two shifted slices of its result.
       min_length, fill: the grouping of diagonals (:func:`plan`).
 
     Returns:
       y for every cell, (H*W, *lead, hidden), row-major.
     """
     lead = projected.shape[1:-1]
+    n_cells = height * width
     groups = plan(height, width, min_length=min_length, fill=fill)
+    # where each group's diagonal slots read their cell (padding slots read a zero row)
+    slots = [_group_indices(group, height, width) for group in groups]
+    cell_of_slot = np.concatenate([np.where(v, i, n_cells).reshape(-1) for i, v in slots])
+    all_cells = select_rows(projected, cell_of_slot)
+    keep_all = jnp.asarray(cell_of_slot < n_cells).reshape((-1,) + (1,) * len(lead))
+    if mask is not None:
+        keep_all = keep_all & select_rows(mask, cell_of_slot)
     is_size = lambda s: isinstance(s, tuple) and len(s) == 2 and isinstance(s[0], int)
     state = jax.tree_util.tree_map(
         lambda s: jnp.zeros((groups[0].length + 2, *lead, s[0]), s[1]),
         state_sizes,
         is_leaf=is_size,
     )
-    outputs, where_out = [], np.zeros(height * width, np.int64)
-    offset = 0
+    state = vary_like(state, projected, mask)  # inside jax.shard_map: vary as the inputs do
+    outputs, offset = [], 0
     for group in groups:
-        index, valid = _group_indices(group, height, width)
-        cells = jnp.take(projected, index.reshape(-1), axis=0).reshape(
-            (group.count, group.length, *lead, projected.shape[-1])
-        )
-        keep = jnp.asarray(valid).reshape(valid.shape + (1,) * len(lead))
-        if mask is not None:
-            keep = keep & jnp.take(mask, index.reshape(-1), axis=0).reshape(keep.shape[:2] + lead)
-        keep = keep[..., None]
         size = group.length
+        rows = slice(offset, offset + group.count * size)
+        cells = all_cells[rows].reshape((group.count, size, *lead, projected.shape[-1]))
+        keep = keep_all[rows].reshape((group.count, size, *keep_all.shape[1:]))[..., None]
+        offset += group.count * size
 
         def diagonal(prev, inputs, size=size, shifted=group.shifted):
             cells_d, keep_d = inputs
             first = 1 if shifted else 0
-            west = jax.tree_util.tree_map(lambda q: q[first : first + size], prev)
-            north = jax.tree_util.tree_map(lambda q: q[first + 1 : first + 1 + size], prev)
+            mixed = prev if mix is None else mix(prev)
+            west = jax.tree_util.tree_map(lambda q: q[first : first + size], mixed)
+            north = jax.tree_util.tree_map(lambda q: q[first + 1 : first + 1 + size], mixed)
             new, y = step(west, north, cells_d)
-            new = jax.tree_util.tree_map(lambda a: jnp.where(keep_d, a, 0), new)
-            padded = jax.tree_util.tree_map(
-                lambda a: jnp.pad(a, [(1, 1)] + [(0, 0)] * (a.ndim - 1)), new
-            )
-            return padded, jnp.where(keep_d, y, 0)
+            # zero outside the grid, one zero row either side: the next diagonal's neighbours
+            pad = lambda a: jnp.pad(jnp.where(keep_d, a, 0), [(1, 1)] + [(0, 0)] * (a.ndim - 1))
+            return jax.tree_util.tree_map(pad, new), pad(y)
 
         state, ys = jax.lax.scan(diagonal, _resize(state, size + 2), (cells, keep))
-        outputs.append(ys.reshape((group.count * size, *ys.shape[2:])))
-        flat = index[valid]
-        where_out[flat] = offset + np.flatnonzero(valid.reshape(-1))
-        offset += group.count * size
-    return jnp.take(jnp.concatenate(outputs, axis=0), where_out, axis=0)
+        outputs.append(ys[:, 1:-1].reshape((group.count * size, *ys.shape[2:])))
+    # each cell's output slot (the padding slots are read by no cell)
+    slot_of_cell = np.empty(n_cells, np.int64)
+    slot_of_cell[cell_of_slot[cell_of_slot < n_cells]] = np.flatnonzero(cell_of_slot < n_cells)
+    return select_rows(jnp.concatenate(outputs, axis=0), slot_of_cell)
 
 
 def check_sizes_arg(sizes, batch: tuple[int, ...], height: int, width: int):
@@ -229,7 +269,7 @@ def wavefront(
     Returns:
       h, shape (*batch, H, W, hidden).
     """
-    in_dim, hidden = cell.check(params)
+    in_dim, hidden = cell.validate_params(params)
     batch, height, width = cell.check_grid(x, in_dim)
     check_grouping(min_length, fill)
     mask = None
@@ -252,15 +292,25 @@ def masked_wavefront(params: dict, x, mask, phi, *, min_length: int = 8, fill: f
     batch, (height, width) = x.shape[:-3], x.shape[-3:-1]
     dtype = cell.result_dtype(params, x)
     projected = flatten_grid(cell.project_input(params, jnp.asarray(x, dtype)), len(batch))
-    recurrent = cell.stacked_recurrent(params).astype(dtype)
+    # [W_W, W_N] (hidden, 2 hidden): h @ it gives a cell's terms for both of its neighbours
+    side_by_side = jnp.concatenate([params["W_W"], params["W_N"]], axis=1).astype(dtype)
     if mask is not None:
         mask = flatten_grid(mask[..., None], len(batch))[..., 0]
 
     def step(west, north, projected_cells):
-        h = phi(projected_cells + jnp.concatenate([west, north], -1) @ recurrent)
+        # west = h(i-1, j) @ [W_W, W_N], north = h(i, j-1) @ [W_W, W_N]
+        h = phi(projected_cells + west[..., :hidden] + north[..., hidden:])
         return h, h
 
     hs = run_diagonals(
-        step, projected, (hidden, dtype), height, width, mask=mask, min_length=min_length, fill=fill
+        step,
+        projected,
+        (hidden, dtype),
+        height,
+        width,
+        mask=mask,
+        mix=lambda h: h @ side_by_side,
+        min_length=min_length,
+        fill=fill,
     )
     return unflatten_grid(hs, batch, height, width)

@@ -21,9 +21,9 @@ import jax
 import jax.numpy as jnp
 
 from jaxrnn._checks import describe
+from jaxrnn._scan import scan
 from jaxrnn.parallel.linear import check_segments, final_state, linear_recurrence, step_masks
 from jaxrnn.parallel.timesplit import check_time_mesh
-from jaxrnn.scan import scan
 
 CELL_FUNCTIONS = ("apply", "coefficients", "readout")
 

@@ -48,10 +48,11 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from jaxrnn._checks import check_lengths, check_positive_int, dtype_of, is_concrete, shape_of
+from jaxrnn._scan import scan
+from jaxrnn._varying import sum_like, vary_like
 from jaxrnn.parallel.kalman import damped_newton_step
 from jaxrnn.parallel.linear import linear_recurrence
 from jaxrnn.parallel.timesplit import check_time_mesh
-from jaxrnn.scan import scan
 
 JACOBIANS = ("full", "diagonal")
 ON_FAILURE = ("warn", "raise", "nan", "ignore")
@@ -149,6 +150,7 @@ def _newton(step, params, s0, xs, *, max_iters: int, tol: float, jacobian: str, 
         return k + 1, new, history.at[k].set(update), update, residual
 
     start = (jnp.asarray(0, jnp.int32), guess, history, inf, inf)
+    start = vary_like(start, params, s0, xs)  # inside jax.shard_map: vary as the inputs do
     k, states, history, update, residual = jax.lax.while_loop(keep_going, iterate, start)
     return states, k, converged(update, residual), history
 
@@ -172,7 +174,8 @@ def _fixed_point_bwd(step, mesh, residuals, cotangent):
     adjoint = linear_recurrence(transitions, cotangent, jnp.zeros_like(s0), reverse=True, mesh=mesh)
     _, pullback = jax.vjp(jax.vmap(step, (None, 0, 0)), params, prev, xs)
     params_bar, prev_bar, xs_bar = pullback(adjoint)
-    return params_bar, prev_bar[0], xs_bar, jnp.zeros_like(states)
+    grads = sum_like((params_bar, prev_bar[0], xs_bar), (params, s0, xs))
+    return (*grads, vary_like(jnp.zeros_like(states), states))
 
 
 _fixed_point.defvjp(_fixed_point_fwd, _fixed_point_bwd)

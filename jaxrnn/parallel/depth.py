@@ -14,10 +14,10 @@ import jax
 import jax.numpy as jnp
 
 from jaxrnn._checks import check_positive_int
+from jaxrnn._scan import scan
 from jaxrnn.cells import elman
 from jaxrnn.parallel.deer import deer
 from jaxrnn.parallel.linear import linear_recurrence
-from jaxrnn.scan import scan
 from jaxrnn.steps import parallel_depth, sequential_steps
 
 

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrnn._checks import dtype_of, shape_of
-from jaxrnn.scan import scan
+from jaxrnn._scan import scan
 
 
 def check_resets(resets, xs):

@@ -39,7 +39,9 @@ import jax.numpy as jnp
 
 from jaxrnn._checks import is_concrete
 from jaxrnn.exact import fixed_point as fp
-from jaxrnn.reversible import sgd
+from jaxrnn.reversible import schedules, sgd, xla_cpu
+from jaxrnn.reversible import step as exact_step
+from jaxrnn.reversible.state import DEFAULT_FRAC_BITS, init, params, raise_if_failed, stored_bits
 
 
 class Hypergradients(NamedTuple):
@@ -61,69 +63,82 @@ def _val_grad(val_loss):
     return jax.jit(jax.value_and_grad(val_loss, argnums=(0, 1)))
 
 
+class Sweep(NamedTuple):
+    """What the reverse sweep returns."""
+
+    words: Any  # step.Words rebuilt at step 0
+    adjoints: Any  # (df/dtheta(0), df/dv(0), df/dlam), per leaf where per parameter
+    fingerprint: Any  # step.fingerprint of the rebuilt words
+    alpha_bars: Any  # per leaf (T,): df/dalpha_k
+    beta_bars: Any  # per leaf (T,): df/dbeta_k
+
+
 @functools.partial(jax.jit, static_argnames=("train_loss", "treedef", "dtypes", "frac_bits"))
-def _sweep(train_loss, treedef, dtypes, frac_bits, words, adjoints, xs, hyper):
+def _sweep(train_loss, treedef, dtypes, frac_bits, words, adjoints, inputs, betas, hyper):
+    """The reverse sweep along the exactly rebuilt path (the reference loop above)."""
+    dtypes = list(dtypes)
+
     def body(carry, x):
-        (theta, vel, word, slots), (theta_bar, v_bar, lam_bar), bad, checksum = carry
-        theta = [sgd.undo_position(t, v) for t, v in zip(theta, vel, strict=True)]
-        floats = [fp.to_float(t, frac_bits, dt) for t, dt in zip(theta, dtypes, strict=True)]
-        p_tree = jax.tree_util.tree_unflatten(treedef, floats)
-        grad_tree, vjp = jax.vjp(lambda p, lam: jax.grad(train_loss)(p, lam, x["k"]), p_tree, hyper)
-        grads = treedef.flatten_up_to(grad_tree)
-        new_vel, new_word, cotangent, a_bar, b_bar = [], [], [], [], []
-        mismatch = jnp.zeros((), bool)
+        words, (theta_bar, v_bar, lam_bar) = carry
+        inputs, betas = x
+
+        def grad_and_vjp(floats):
+            train_grad = lambda p, lam: treedef.flatten_up_to(
+                jax.grad(train_loss)(treedef.unflatten(p), lam, inputs.k)
+            )
+            return jax.vjp(train_grad, floats, hyper)
+
+        back = exact_step.inverse_step(words, grad_and_vjp, inputs, frac_bits, dtypes, has_aux=True)
+        a_bar, b_bar, cotangent = [], [], []
         for i, dt in enumerate(dtypes):
-            alpha = jnp.asarray(x["alpha"][i]).astype(dt)
-            v, w, _, bad_i = sgd.undo_velocity_leaf(
-                vel[i], word[i], slots[i], sgd.alpha_times(alpha, grads[i], dt),
-                x["n"][i], x["spill"][i], x["slot"][i], frac_bits,
-            )  # fmt: skip
-            new_vel.append(v)
-            new_word.append(w)
-            mismatch = mismatch | bad_i
-            checksum = checksum + fp.fingerprint(v, x["k"])  # v(k), as forward saw it
-            total = v_bar[i] + theta_bar[i]
-            a_bar.append(-jnp.sum(total * grads[i].astype(dt)))
-            b_bar.append(jnp.sum(total * fp.to_float(v, frac_bits, dt)))
-            cotangent.append(-alpha * total)
-            v_bar[i] = x["beta"][i].astype(dt) * total
-        d_theta, d_lam = vjp(jax.tree_util.tree_unflatten(treedef, cotangent))
-        d_theta = treedef.flatten_up_to(d_theta)
+            total = v_bar[i] + theta_bar[i]  # w = v_bar + theta_bar
+            a_bar.append(-jnp.sum(total * back.grads[i].astype(dt)))
+            b_bar.append(jnp.sum(total * fp.to_float(back.words.velocity[i], frac_bits, dt)))
+            cotangent.append(-jnp.asarray(inputs.alpha[i]).astype(dt) * total)
+            v_bar[i] = betas[i].astype(dt) * total
+        d_theta, d_lam = back.aux(cotangent)
         theta_bar = [tb + dtb.astype(tb.dtype) for tb, dtb in zip(theta_bar, d_theta, strict=True)]
         lam_bar = jax.tree_util.tree_map(jnp.add, lam_bar, d_lam)
-        bad = jnp.where((bad < 0) & mismatch, x["k"], bad)
-        carry = (theta, new_vel, new_word, slots), (theta_bar, v_bar, lam_bar), bad, checksum
-        return carry, (a_bar, b_bar)
+        return (back.words, (theta_bar, v_bar, lam_bar)), (a_bar, b_bar)
 
-    init = (words, adjoints, jnp.asarray(-1, jnp.int32), jnp.asarray(0, jnp.uint32))
-    (words, adjoints, bad, checksum), (a_bar, b_bar) = jax.lax.scan(body, init, xs, reverse=True)
-    checksum = checksum + sgd.buffer_digest(words[2], xs["k"][0])
-    return words, adjoints, bad, checksum, a_bar, b_bar
+    unroll = xla_cpu.scan_unroll([t.hi.shape for t in words.theta])
+    xs, init = (inputs, betas), (words, adjoints)
+    (words, adjoints), (a_bar, b_bar) = jax.lax.scan(body, init, xs, reverse=True, unroll=unroll)
+    return Sweep(words, adjoints, exact_step.fingerprint(words), a_bar, b_bar)
 
 
 def _like_schedule(per_leaf, schedule, treedef):
     """Per-leaf (T,) adjoints, shaped like the schedule (summed over leaves if shared)."""
-    if sgd.is_per_leaf(schedule, treedef):
+    if schedules.is_per_leaf(schedule, treedef):
         return jax.tree_util.tree_unflatten(treedef, per_leaf)
     return sum(per_leaf[1:], per_leaf[0])
 
 
-def _prepare(train_loss, val_loss, params0, alphas, betas, hyper, frac_bits):
-    """Train forward; return the start and end states, f(theta(T)) and the sweep's arguments."""
-    frac_bits = sgd.DEFAULT_FRAC_BITS if frac_bits is None else frac_bits
+class _Trained(NamedTuple):
+    """What :func:`_prepare` returns."""
+
+    start: Any  # the State at step 0
+    end: Any  # the State after training
+    value: Any  # f(theta(T))
+    sweep_args: tuple  # the arguments of _sweep
+
+
+def _prepare(train_loss, val_loss, params0, alphas, betas, hyper, frac_bits) -> _Trained:
+    """Train forward; the start and end states, f(theta(T)) and the sweep's arguments."""
+    frac_bits = DEFAULT_FRAC_BITS if frac_bits is None else frac_bits
     hyper = () if hyper is None else hyper
-    start = sgd.init(params0, frac_bits=frac_bits)
-    end = sgd.forward(start, None, alphas, betas, _extra=hyper, _grad3=_train_grad(train_loss))
-    value, (theta_bar, lam_bar) = _val_grad(val_loss)(sgd.params(end), hyper)
+    start = init(params0, frac_bits=frac_bits)
+    end = sgd.forward_with(start, _train_grad(train_loss), hyper, alphas, betas)
+    value, (theta_bar, lam_bar) = _val_grad(val_loss)(params(end), hyper)
     treedef, dtypes = start.treedef, start.dtypes
-    _, alpha_leaves, numerators = sgd._check_schedules(end, alphas, betas)
-    xs, _, _ = sgd._segment_inputs(start, alpha_leaves, numerators, start.bounds)
-    xs["beta"] = [jnp.asarray(n / 2.0**16) for n in numerators]
+    schedule = schedules.validate_schedules(treedef, alphas, betas)
+    inputs = schedules.plan_call(start.step, schedule, start.bounds).inputs
+    betas_used = [jnp.asarray(n / 2.0**16) for n in schedule.numerators]
     zeros = [jnp.zeros(w.hi.shape, dt) for w, dt in zip(end.theta, dtypes, strict=True)]
     adjoints = (treedef.flatten_up_to(theta_bar), zeros, lam_bar)
-    words = (end.theta, end.velocity, end.word, end.slot_blocks[-1])
-    args = (train_loss, treedef, dtypes, start.frac_bits, words, adjoints, xs, hyper)
-    return start, end, value, args
+    words = exact_step.Words(end.theta, end.velocity, end.word, end.slot_blocks[-1])
+    args = (train_loss, treedef, dtypes, start.frac_bits, words, adjoints, inputs, betas_used)
+    return _Trained(start, end, value, (*args, hyper))
 
 
 def sweep_memory(train_loss, val_loss, params0, alphas, betas, hyper=None, *, frac_bits=None):
@@ -135,12 +150,12 @@ def sweep_memory(train_loss, val_loss, params0, alphas, betas, hyper=None, *, fr
     Compare with ``jax.jit(jax.grad(f)).lower(...).compile().memory_analysis()`` of autodiff
     through the unrolled loop, which keeps all T intermediate states.
     """
-    _, end, _, args = _prepare(train_loss, val_loss, params0, alphas, betas, hyper, frac_bits)
-    analysis = _sweep.lower(*args).compile().memory_analysis()
+    trained = _prepare(train_loss, val_loss, params0, alphas, betas, hyper, frac_bits)
+    analysis = _sweep.lower(*trained.sweep_args).compile().memory_analysis()
     return {
         "temp_bytes": int(analysis.temp_size_in_bytes),
         "argument_bytes": int(analysis.argument_size_in_bytes),
-        "buffer_bytes": sgd.stored_bits(end) // 8,
+        "buffer_bytes": stored_bits(trained.end) // 8,
     }
 
 
@@ -163,24 +178,23 @@ def hypergradient(train_loss, val_loss, params0, alphas, betas, hyper=None, *, f
     Raises:
       TrajectoryMismatchError if the reverse sweep does not reconstruct theta(0) exactly.
     """
-    start, end, value, sweep_args = _prepare(
-        train_loss, val_loss, params0, alphas, betas, hyper, frac_bits
+    trained = _prepare(train_loss, val_loss, params0, alphas, betas, hyper, frac_bits)
+    sweep = _sweep(*trained.sweep_args)
+    rebuilt = dataclasses.replace(
+        trained.start,
+        theta=sweep.words.theta,
+        velocity=sweep.words.velocity,
+        word=sweep.words.word,
+        mismatch_step=jnp.where(sweep.fingerprint != trained.end.fingerprints[-1], 0, -1),
     )
-    words, (theta_bar, _, lam_bar), bad, checksum, a_bar, b_bar = _sweep(*sweep_args)
-    treedef = start.treedef
-    rebuilt = dataclasses.replace(start, theta=words[0], velocity=words[1])
-    mismatch = jnp.where(bad >= 0, bad, jnp.where(checksum != end.checksums[-1], 0, -1))
-    same = [
-        jnp.all(a.hi == b.hi) & jnp.all(a.lo == b.lo)
-        for a, b in zip(rebuilt.theta, start.theta, strict=True)
-    ]
-    mismatch = jnp.where((mismatch < 0) & ~jnp.all(jnp.stack(same)), 0, mismatch)
-    if is_concrete(mismatch):
-        sgd.check(dataclasses.replace(rebuilt, mismatch_step=mismatch))
+    if is_concrete(rebuilt.mismatch_step):
+        raise_if_failed(rebuilt)
+    treedef = trained.start.treedef
+    theta_bar, _, lam_bar = sweep.adjoints
     grads = Hypergradients(
-        alphas=_like_schedule(a_bar, alphas, treedef),
-        betas=_like_schedule(b_bar, betas, treedef),
+        alphas=_like_schedule(sweep.alpha_bars, alphas, treedef),
+        betas=_like_schedule(sweep.beta_bars, betas, treedef),
         params0=jax.tree_util.tree_unflatten(treedef, theta_bar),
         hyper=None if isinstance(lam_bar, tuple) and not lam_bar else lam_bar,
     )
-    return value, grads
+    return trained.value, grads

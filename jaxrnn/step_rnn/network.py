@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrnn._checks import dtype_of, is_concrete, is_real, shape_of
+from jaxrnn._scan import scan
 from jaxrnn.cells.threshold import step
-from jaxrnn.scan import scan
 
 
 def _cell(params, s, x):

@@ -26,8 +26,8 @@ import jax.numpy as jnp
 
 from jaxrnn._checks import check_params
 from jaxrnn.bptt._forward import check_sequences, state_dtype
-from jaxrnn.bptt.lstm import PARAM_SUFFIX
-from jaxrnn.bptt.lstm import lstm as vector_lstm
+from jaxrnn.bptt._lstm import PARAM_SUFFIX
+from jaxrnn.bptt._lstm import lstm as vector_lstm
 from jaxrnn.cells import lstm_scalar as cell
 
 #: Per-step names in the order the backward pass computes them within one step.

@@ -7,11 +7,15 @@ A cell is any function ``cell(params, carry, x) -> (carry, y)``, e.g. ``jaxrnn.c
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrnn import checkpointed
 from jaxrnn._checks import check_lengths, dtype_of, shape_of
+from jaxrnn._varying import vary_like
 
 
 def _sequence_length(xs) -> int:
@@ -94,13 +98,25 @@ def _broadcast_mask(mask, leaf):
     return mask.reshape(mask.shape + (1,) * (leaf.ndim - mask.ndim))
 
 
-def scan(cell, params, carry, xs, *, lengths=None, reverse: bool = False, unroll: int | bool = 1):
+def scan(
+    cell,
+    params,
+    carry,
+    xs,
+    *,
+    lengths=None,
+    reverse: bool = False,
+    unroll: int | bool = 1,
+    checkify_lengths: bool = False,
+    checkpoints: int | None = None,
+):
     """Run ``cell`` along the leading axis of ``xs`` with one ``jax.lax.scan``.
 
     Type signature (``c`` the carry, ``a`` one input step, ``b`` one output step)::
 
         scan(cell: (P, c, a) -> (c, b), params: P, carry: c, xs: [T, a], *,
-             lengths: [*batch] int | None, reverse: bool, unroll: int | bool) -> (c, [T, b])
+             lengths: [*batch] int | None, reverse: bool, unroll: int | bool,
+             checkpoints: int | None) -> (c, [T, b])
 
     With ``lengths`` (right-padded sequences), sequence n runs over its first
     ``lengths[n]`` steps only: its carry stops changing after them, its outputs past them
@@ -124,10 +140,21 @@ def scan(cell, params, carry, xs, *, lengths=None, reverse: bool = False, unroll
       xs: inputs of shape (T, *batch, D), or a pytree of arrays with leading axis T.
       lengths: optional integer array of shape (*batch,) with values in [0, T]. Values are
         checked when known at trace time; under ``jit`` they cannot be, and a value outside
-        [0, T] behaves like the nearest bound.
+        [0, T] behaves like the nearest bound (below 0: no step; above T: all T steps),
+        unless ``checkify_lengths``.
       reverse: run from t = T - 1 (or the sequence's last step) down to 0.
       unroll: how many steps the compiled loop body holds, as ``lax.scan``'s ``unroll``:
         a positive integer, or True (all T steps) / False (one step).
+      checkify_lengths: check traced ``lengths`` too, as a ``checkify.check``: run the
+        jitted function under ``jax.experimental.checkify.checkify`` and ``err.throw()``
+        raises for a value outside [0, T]::
+
+            f = checkify.checkify(jax.jit(lambda L: scan(..., lengths=L, checkify_lengths=True)))
+            err, out = f(lengths);  err.throw()
+      checkpoints: None (the gradient keeps every step's residuals, as ``lax.scan``), or k:
+        the gradient keeps at most k carries and recomputes the rest by binomial
+        checkpointing, the fewest recomputations possible with k (SPEC §10,
+        :mod:`jaxrnn.checkpointed`); same values and, up to rounding, the same gradients.
 
     Returns:
       ``(final_carry, ys)``, with ys of shape (T, *batch, ...).
@@ -140,12 +167,13 @@ def scan(cell, params, carry, xs, *, lengths=None, reverse: bool = False, unroll
     if not isinstance(reverse, (bool, np.bool_)):
         raise ValueError(f"reverse: expected True or False, got {reverse!r}")
     _check_carry_type(cell, params, carry, xs)
+    carry = vary_like(carry, params, xs, lengths)  # a carry made inside jax.shard_map
+    loop = jax.lax.scan
+    if checkpoints is not None:
+        loop = functools.partial(checkpointed.scan, checkpoints=checkpoints)
     if lengths is None:
-        return jax.lax.scan(
-            lambda c, x: cell(params, c, x), carry, xs, reverse=reverse, unroll=unroll
-        )
-    check_lengths(lengths, xs, n_steps)
-    lengths = jnp.asarray(lengths)
+        return loop(lambda c, x: cell(params, c, x), carry, xs, reverse=reverse, unroll=unroll)
+    lengths = jnp.asarray(check_lengths(lengths, xs, n_steps, checkify_values=checkify_lengths))
 
     def masked_step(c, t_and_x):
         t, x = t_and_x
@@ -166,9 +194,7 @@ def scan(cell, params, carry, xs, *, lengths=None, reverse: bool = False, unroll
 
     # Forward: padded steps come after a sequence's end and leave its carry alone.
     # Reverse: they come first, so the carry is still the initial one at step L - 1.
-    return jax.lax.scan(
-        masked_step, carry, (jnp.arange(n_steps), xs), reverse=reverse, unroll=unroll
-    )
+    return loop(masked_step, carry, (jnp.arange(n_steps), xs), reverse=reverse, unroll=unroll)
 
 
 def concat_outputs(y_forward, y_backward):
@@ -179,7 +205,15 @@ def concat_outputs(y_forward, y_backward):
 
 
 def bidirectional(
-    cells, params, carries, xs, *, lengths=None, merge=concat_outputs, unroll: int | bool = 1
+    cells,
+    params,
+    carries,
+    xs,
+    *,
+    lengths=None,
+    merge=concat_outputs,
+    unroll: int | bool = 1,
+    checkify_lengths: bool = False,
 ):
     """Run one cell forward and one backward over ``xs`` and merge their outputs per step.
 
@@ -197,6 +231,7 @@ def bidirectional(
       xs: (T, *batch, D).
       lengths: optional (*batch,) integer lengths.
       merge: ``merge(y_fw, y_bw) -> y``; default concatenates on the last axis.
+      unroll, checkify_lengths: as for :func:`scan`.
 
     Returns:
       ``((final_carry_fw, final_carry_bw), ys)``.
@@ -209,8 +244,7 @@ def bidirectional(
     cell_fw, cell_bw = cells
     if not (callable(cell_fw) and callable(cell_bw)):
         raise ValueError("cells: expected a callable cell or a pair of callable cells")
-    carry_fw, ys_fw = scan(cell_fw, params[0], carries[0], xs, lengths=lengths, unroll=unroll)
-    carry_bw, ys_bw = scan(
-        cell_bw, params[1], carries[1], xs, lengths=lengths, reverse=True, unroll=unroll
-    )
+    options = {"lengths": lengths, "unroll": unroll, "checkify_lengths": checkify_lengths}
+    carry_fw, ys_fw = scan(cell_fw, params[0], carries[0], xs, **options)
+    carry_bw, ys_bw = scan(cell_bw, params[1], carries[1], xs, reverse=True, **options)
     return (carry_fw, carry_bw), merge(ys_fw, ys_bw)

@@ -20,7 +20,9 @@ import math
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrnn import checkpointed_lstm
 from jaxrnn._checks import check_last_dim, check_lengths, check_matrix, dtype_of, shape_of
+from jaxrnn._varying import vary_like
 from jaxrnn.cells import lstm
 from jaxrnn.lstm_fast.fused import fuse
 from jaxrnn.lstm_fast.kernel import Choices, lstm_scan_split
@@ -32,7 +34,7 @@ def _check_inputs(params, carry, xs, choices):
     if len(xs_shape) < 2:
         raise ValueError(f"xs: expected shape (T, *batch, D), got {xs_shape}")
     check_last_dim(xs, check_matrix(params, "W_i")[1], name="xs")
-    lstm.check(params, carry, xs)
+    lstm.validate(params, carry, xs)
     dtypes = {jnp.dtype(dtype_of(v)) for v in params.values()}
     if len(dtypes) != 1:
         raise ValueError(f"params: expected one floating dtype for all entries, got {dtypes}")
@@ -45,7 +47,7 @@ def _check_inputs(params, carry, xs, choices):
             )
     if not isinstance(choices, Choices):
         raise ValueError(f"choices: expected a jaxrnn.lstm_fast.Choices, got {choices!r}")
-    for name in ("unroll", "backward_unroll", "batch_split"):
+    for name in ("unroll", "backward_unroll", "batch_split", "block"):
         value = getattr(choices, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"choices.{name}: expected a positive integer, got {value!r}")
@@ -74,6 +76,8 @@ def lstm_layer(
     lengths=None,
     reverse: bool = False,
     choices: Choices | None = None,
+    checkify_lengths: bool = False,
+    checkpoints: int | None = None,
 ):
     """Run the vector LSTM over ``xs``; the gradient is the hand BPTT, not autodiff.
 
@@ -99,8 +103,13 @@ def lstm_layer(
       xs: (T, *batch, D).
       lengths: optional integer (*batch,) with values in [0, T].
       reverse: run each sequence from its last step (``lengths[n] - 1``, or T - 1) to 0.
+      checkify_lengths: check traced ``lengths`` as a ``checkify.check`` (see
+        :func:`jaxrnn.scan`); without it a traced value outside [0, T] acts as the bound.
       choices: how the kernel is computed (:class:`jaxrnn.lstm_fast.Choices`); the default
         is the fastest measured on CPU. Results do not depend on it beyond rounding.
+      checkpoints: None, or k: keep at most k carries for the backward pass and recompute
+        the others by binomial checkpointing (SPEC §10, :mod:`jaxrnn.checkpointed_lstm`);
+        then ``choices`` is not used.
 
     Returns:
       ``((c_T, h_T), ys)``: the final carry, each (*batch, H), and ys (T, *batch, H).
@@ -112,9 +121,20 @@ def lstm_layer(
     xs_shape = shape_of(xs)
     n_steps, batch, in_dim = xs_shape[0], xs_shape[1:-1], xs_shape[-1]
     if lengths is not None:
-        check_lengths(lengths, xs, n_steps)
-    c0 = jnp.asarray(carry[0], dtype)
-    h0 = jnp.asarray(carry[1], dtype)
+        lengths = check_lengths(lengths, xs, n_steps, checkify_values=checkify_lengths)
+    if checkpoints is not None:
+        return checkpointed_lstm.lstm_layer(
+            params,
+            carry,
+            xs,
+            lengths=lengths,
+            reverse=reverse,
+            dtype=dtype,
+            checkpoints=checkpoints,
+        )
+    c0, h0 = vary_like(
+        (jnp.asarray(carry[0], dtype), jnp.asarray(carry[1], dtype)), params, xs, lengths
+    )  # a carry made inside jax.shard_map varies over the axes of the inputs
     if n_steps == 0:
         hidden = shape_of(c0)[-1]
         return (c0, h0), jnp.zeros((0, *batch, hidden), dtype)

@@ -20,10 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrnn._checks import dtype_of, is_real
-from jaxrnn.bptt import elman as elman_module
-from jaxrnn.bptt import lstm as lstm_module
-from jaxrnn.bptt import lstm_scalar as lstm_scalar_module
-from jaxrnn.bptt import reference
+from jaxrnn.bptt import _elman, _gru, _lstm, _lstm_scalar, reference
 
 #: model name -> (autodiff reference, per-step names in the order one backward step
 #: computes them, formulas by name, keyword options). Every name not in the per-step names
@@ -31,17 +28,18 @@ from jaxrnn.bptt import reference
 MODELS = {
     "lstm_scalar": (
         reference.lstm_scalar,
-        lstm_scalar_module.STEP_NAMES,
-        lstm_scalar_module.FORMULAS,
+        _lstm_scalar.STEP_NAMES,
+        _lstm_scalar.FORMULAS,
         (),
     ),
-    "lstm": (reference.lstm, lstm_module.STEP_NAMES, lstm_module.FORMULAS, ()),
+    "lstm": (reference.lstm, _lstm.STEP_NAMES, _lstm.FORMULAS, ()),
     "elman": (
         reference.elman,
-        elman_module.STEP_NAMES,
-        elman_module.FORMULAS,
+        _elman.STEP_NAMES,
+        _elman.FORMULAS,
         ("activation", "double_sum"),
     ),
+    "gru": (reference.gru, _gru.STEP_NAMES, _gru.FORMULAS, ()),
 }
 
 #: Default relative tolerance per dtype.
@@ -199,7 +197,7 @@ def check(hand, model: str, params, xs, dL_dh, *, rtol: float | None = None, **o
       hand: ``hand(params, xs, dL_dh, **options) -> dict``, the signature of the library's
         ``jaxrnn.bptt.<model>``, returning some or all of its names with the same shapes
         and meanings (per-step entries with step t at index t-1).
-      model: ``"lstm_scalar"``, ``"lstm"`` or ``"elman"``.
+      model: ``"lstm_scalar"``, ``"lstm"``, ``"elman"`` or ``"gru"``.
       params, xs, dL_dh: as for ``jaxrnn.bptt.<model>``.
       rtol: relative tolerance; default 1e-9 in float64, 1e-4 in float32.
       options: passed to both; the Elman RNN takes ``activation`` and ``double_sum``.
