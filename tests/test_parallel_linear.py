@@ -280,7 +280,7 @@ def test_lengths_broadcast_and_clip_under_jit():
         (dict(lengths=np.array([3, 4, 5])), r"^lengths: expected the batch shape of xs, \(2,\)"),
         (dict(lengths=np.ones((2, 2), int)), r"^lengths: expected the batch shape of b, \(2,\)"),
         (dict(lengths=np.array([3, 6])), r"^lengths: expected values in \[0, T\] = \[0, 5\]"),
-        (dict(resets=np.ones((5, 3), bool)), r"^resets: expected shape \(T, \*batch\) = \(5, 2\)"),
+        (dict(resets=np.ones((5,), bool)), r"^resets: expected shape \(T, \*batch\) = \(5, 2\)"),
         (dict(resets=np.ones((5, 2), int)), "^resets: expected a boolean mask, got dtype int"),
         (dict(mesh="cpu"), "^mesh: expected None or a 1-D jax.sharding.Mesh"),
     ],

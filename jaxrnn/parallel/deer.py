@@ -140,13 +140,15 @@ def _newton(step, params, s0, xs, *, max_iters: int, tol: float, jacobian: str, 
         transitions, offsets = _linearisation(step, params, s0, states, xs, jacobian)
         if damping is None:
             new = linear_recurrence(transitions, offsets, s0, mesh=mesh)
-            residual = jnp.asarray(0, s0.dtype)  # plain Newton stops on the update alone
         else:
             new = damped_newton_step(
                 transitions, offsets, s0, states, damping, kind=jacobian, mesh=mesh
             )
-            residual = _residual(step, params, s0, new, xs)
         update = jnp.max(jnp.abs(new - states))
+        if damping is None:  # Newton stops on the update alone
+            residual = jnp.zeros_like(update)
+        else:
+            residual = _residual(step, params, s0, new, xs)
         return k + 1, new, history.at[k].set(update), update, residual
 
     start = (jnp.asarray(0, jnp.int32), guess, history, inf, inf)

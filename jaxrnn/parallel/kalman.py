@@ -119,4 +119,4 @@ def damped_newton_step(transitions, offsets, s0, guess, damping: float, *, kind:
         combine = _combine_diagonal
     if mesh is None:
         return jax.lax.associative_scan(combine, elements)[1]
-    return split_associative_scan(combine, elements, mesh)[1]
+    return split_associative_scan(combine, elements, mesh, read=lambda i, p: combine(i, p)[1])

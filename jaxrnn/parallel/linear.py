@@ -266,17 +266,20 @@ def _solve(A, b, h0, lengths, resets, *, kind: str, reverse: bool, mesh):
     combine = _combine_full if kind == "full" else _combine_diagonal
     if lengths is None and resets is None:
         apply = matvec if kind == "full" else jnp.multiply
-        # b_first += A_first h0, by concatenation: an indexed update (scatter) here met a
-        # wrong partitioning when vmapped under jit into the time-split scan (JAX 0.10.2)
-        if reverse:
-            b = jnp.concatenate([b[:-1], b[-1:] + apply(A[-1:], h0)])
-        else:
-            b = jnp.concatenate([b[:1] + apply(A[:1], h0), b[1:]])
+        # b_first += A_first h0, elementwise over T: T stays split over a mesh's devices (a
+        # concatenation would move the time axis between them, and an indexed update
+        # was partitioned wrongly when vmapped under jit into the split scan, JAX 0.10.2)
+        first = A[-1:] if reverse else A[:1]
+        is_first = jnp.arange(b.shape[0]) == (b.shape[0] - 1 if reverse else 0)
+        b = b + jnp.where(_per_step(is_first, b), apply(first, h0), jnp.zeros((), b.dtype))
     else:
         active, fresh = step_masks(b.shape[0], b.shape[1:-1], lengths, resets, reverse)
         A, b = segment_elements(A, b, h0, active, fresh, kind=kind)
     if mesh is None:
-        _, hs = jax.lax.associative_scan(combine, (A, b), reverse=reverse)
-    else:
-        _, hs = split_associative_scan(combine, (A, b), mesh, reverse=reverse)
-    return hs
+        return jax.lax.associative_scan(combine, (A, b), reverse=reverse)[1]
+    apply = matvec if kind == "full" else jnp.multiply
+
+    def states(incoming, prefixes):  # h_t = A_(prefix) h_in + b_(prefix)
+        return apply(prefixes[0], incoming[1]) + prefixes[1]
+
+    return split_associative_scan(combine, (A, b), mesh, reverse=reverse, read=states)

@@ -11,7 +11,8 @@ of T / P steps (SPEC §9):
    ``all_gather``) and scanned there: device c reads E_1 . ... . E_{c-1}, the composition of
    every chunk before its own;
 3. each device combines that with each of its prefixes: the corrected prefixes are the
-   prefixes of the whole sequence.
+   prefixes of the whole sequence (or only what the solver reads of them: the states of a
+   linear recurrence are A_prefix h_in + b_prefix, one matrix-vector product per step).
 
 Step 1 is the bulk of the work and runs on all devices at once; step 2 is P elements;
 step 3 is one more combine per step. Written with ``jax.shard_map``, so it runs unchanged
@@ -51,7 +52,7 @@ def _pad_time(tree, n_steps: int, multiple: int):
     )
 
 
-def split_associative_scan(combine, elems, mesh, *, reverse: bool = False):
+def split_associative_scan(combine, elems, mesh, *, reverse: bool = False, read=None):
     """``jax.lax.associative_scan(combine, elems, reverse=reverse)`` with T split over ``mesh``.
 
     Args:
@@ -64,11 +65,19 @@ def split_associative_scan(combine, elems, mesh, *, reverse: bool = False):
         the scan meets them first, so the caller's elements must not mind a zero element
         before them (an affine map does not: (A, b) o (0, 0) = (0, b) has the same offset).
       reverse: scan from step T down to 1.
+      read: ``read(incoming, prefixes)``, what to return from each chunk's prefixes and the
+        composition of the chunks before it (default ``combine``: the prefixes of the whole
+        sequence). The first chunk has none: it gets the all-zero element, which suits
+        solvers that read offsets (affine maps: A 0 + b = b) and a cheaper ``read`` saves
+        work (the states of affine maps are A_prefix b_incoming + b_prefix, a matrix-vector
+        product where ``combine`` multiplies matrices).
 
     Returns:
-      the inclusive prefixes (suffixes when ``reverse``), with the structure of ``elems``.
+      ``read(incoming, prefixes)`` (by default the inclusive prefixes, suffixes when
+      ``reverse``), with leading axis T.
     """
     axis = check_time_mesh(mesh)
+    read = combine if read is None else read
     n_devices = mesh.devices.size
     n_steps = jax.tree_util.tree_leaves(elems)[0].shape[0]
     chunk_spec = PartitionSpec(axis)
@@ -82,12 +91,9 @@ def split_associative_scan(combine, elems, mesh, *, reverse: bool = False):
         before = index + 1 if reverse else index - 1
         has_before = (index < n_devices - 1) if reverse else (index > 0)
         incoming = jax.tree_util.tree_map(
-            lambda x, p: jnp.broadcast_to(x[jnp.clip(before, 0, n_devices - 1)], p.shape),
-            running,
-            prefixes,
+            lambda x: jnp.where(has_before, x[jnp.clip(before, 0, n_devices - 1)], 0), running
         )
-        corrected = combine(incoming, prefixes)
-        return jax.tree_util.tree_map(lambda c, p: jnp.where(has_before, c, p), corrected, prefixes)
+        return read(incoming, prefixes)
 
     padded = _pad_time(elems, n_steps, n_devices)
     out = shard_map(scan_chunk, mesh=mesh, in_specs=(chunk_spec,), out_specs=chunk_spec)(padded)
