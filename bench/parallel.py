@@ -1,6 +1,6 @@
 """Sequential scan against parallel-in-time evaluation, on CPU, with a GPU estimate.
 
-    python bench/parallel.py [--no-write] [--quick]
+    python bench/parallel.py [--no-write] [--quick] [--only linear|cells|split]
 
 For T in {10^3, 10^4, 10^5} and H in {1, 4, 16} (float32, jit-compiled, medians after
 warm-up):
@@ -13,13 +13,26 @@ warm-up):
 The depths are measured from the traced programs (``jaxrnn.steps.parallel_depth``). The
 GPU estimate is a model, not a measurement; its assumptions are printed with it. Writes
 the section "parallel" of bench/RESULTS.md.
+
+``cells`` (section "parallel-cells"): minGRU, minLSTM and LRU trained one step
+(forward + backward) for T in {10^3, 10^4, 10^5}: ``jaxrnn.scan`` of the cell, a
+``lax.scan`` over the coefficients computed for all steps at once (the strongest
+sequential form of a linear cell), and ``jaxrnn.parallel.scan_associative``.
+
+``split`` (section "parallel-split"): in a child process with two host CPU devices
+(``XLA_FLAGS=--xla_force_host_platform_device_count=2``), the time axis split over both
+(``mesh=``, inputs placed on the mesh beforehand) against one device, for large T·H.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import json
 import math
+import os
+import statistics
+import subprocess
 import sys
 from pathlib import Path
 
@@ -27,11 +40,17 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-from _results import machine_line, markdown_table, median_time, write_section  # noqa: E402
+from _results import (  # noqa: E402
+    interleaved_times,
+    machine_line,
+    markdown_table,
+    median_time,
+    write_section,
+)
 
 import jaxrnn  # noqa: E402
-from jaxrnn.cells import elman  # noqa: E402
-from jaxrnn.parallel import deer, linear_recurrence  # noqa: E402
+from jaxrnn.cells import elman, lru, mingru, minlstm  # noqa: E402
+from jaxrnn.parallel import deer, linear_recurrence, scan_associative  # noqa: E402
 from jaxrnn.steps import parallel_depth  # noqa: E402
 
 IN_DIM = 4
@@ -105,12 +124,8 @@ def measure(n_steps: int, hidden: int):
     return linear, rnn
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--no-write", action="store_true", help="print only")
-    parser.add_argument("--quick", action="store_true", help="T = 10^3 only (a smoke run)")
-    args = parser.parse_args(argv)
-    lengths = (1000,) if args.quick else (1000, 10_000, 100_000)
+def linear_section(lengths) -> str:
+    """The section "parallel": linear recurrences and DEER against the scan, GPU estimate."""
     linear_rows, rnn_rows, gpu_rows = [], [], []
     for n_steps in lengths:
         for hidden in (1, 4, 16):
@@ -209,9 +224,186 @@ def main(argv=None) -> int:
             ),
         ]
     )
-    print(body)
-    if not args.no_write:
-        write_section("parallel", body)
+    return body
+
+
+CELLS = {"minGRU": mingru, "minLSTM": minlstm, "LRU": lru}
+CELL_BATCH, CELL_WIDTH = 4, 16
+
+
+def cell_runners(module, carry, xs):
+    """One training step (loss, gradient) of each way to run a linear cell over ``xs``."""
+
+    def by_cell(params):
+        return jaxrnn.scan(module.apply, params, carry, xs)
+
+    def by_coefficients(params):
+        a, b = module.coefficients(params, xs)
+        hs = jax.lax.scan(lambda h, ab: (ab[0] * h + ab[1],) * 2, carry, (a, b))[1]
+        return hs[-1], module.readout(params, hs, xs)
+
+    def by_associative(params):
+        return scan_associative(module, params, carry, xs)
+
+    runs = {"scan": by_cell, "coefficients": by_coefficients, "associative": by_associative}
+    return {
+        name: jax.jit(jax.value_and_grad(lambda p, run=run: jnp.mean(run(p)[1] ** 2)))
+        for name, run in runs.items()
+    }
+
+
+def cells_section(lengths) -> str:
+    """The section "parallel-cells": sequential against associative, one training step."""
+    rows = []
+    for n_steps in lengths:
+        big = n_steps >= 100_000
+        for name, module in CELLS.items():
+            key_p, key_x = jax.random.split(jax.random.PRNGKey(n_steps))
+            params = module.init(key_p, CELL_WIDTH, CELL_WIDTH)
+            carry = module.init_carry((CELL_BATCH,), CELL_WIDTH)
+            xs = jax.random.normal(key_x, (n_steps, CELL_BATCH, CELL_WIDTH))
+            runners = cell_runners(module, carry, xs)
+            fns = {k: lambda f=f, p=params: jax.block_until_ready(f(p)) for k, f in runners.items()}
+            times = interleaved_times(fns, rounds=3 if big else 7, warmup=1 if big else 2)
+            t = {k: statistics.median(v) for k, v in times.items()}
+            strongest = min(t["scan"], t["coefficients"])
+            rows.append(
+                [name, n_steps, fmt(t["scan"]), fmt(t["coefficients"]), fmt(t["associative"])]
+                + [f"{t['associative'] / strongest:.2f}x"]
+            )
+            print(rows[-1], flush=True)
+    return "\n\n".join(
+        [
+            "## Linear cells, sequential and associative (`python bench/parallel.py --only cells`)",
+            machine_line(),
+            f"One training step (loss and gradient of mean(y^2), jit-compiled), float32, batch "
+            f"{CELL_BATCH}, D = H = {CELL_WIDTH} (LRU: {CELL_WIDTH} complex states); medians of "
+            "interleaved rounds (3 at T = 10^5, else 7) after warm-up. `jaxrnn.scan`: the "
+            "cell's `apply` per step; coefficients + `lax.scan`: (a_t, b_t) of all steps in "
+            "one batched product, then the elementwise loop h = a h + b (the strongest "
+            "sequential form); associative: `scan_associative`. The ratio divides by the "
+            "faster sequential column.",
+            markdown_table(
+                [
+                    "cell",
+                    "T",
+                    "jaxrnn.scan",
+                    "coefficients + lax.scan",
+                    "associative",
+                    "assoc / best sequential",
+                ],
+                rows,
+            ),
+        ]
+    )
+
+
+def split_measurements() -> list:
+    """Run in the child with two host devices: one device against the time split."""
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    from jaxrnn.sharding import data_mesh
+
+    mesh = data_mesh()
+    assert len(mesh.devices) == 2, jax.devices()
+    on_time = NamedSharding(mesh, PartitionSpec(mesh.axis_names[0]))
+    key = jax.random.PRNGKey(0)
+    cases = []
+
+    n_steps, hidden = 100_000, 16
+    A = 0.9 * jax.random.normal(key, (n_steps, hidden, hidden)) / math.sqrt(hidden)
+    b, h0 = jax.random.normal(key, (n_steps, hidden)), jnp.zeros(hidden)
+    cases.append(("linear_recurrence, full A", n_steps, hidden, linear_recurrence, (A, b, h0)))
+    n_steps, hidden = 400_000, 64
+    A = jax.random.uniform(key, (n_steps, hidden), minval=0.5, maxval=0.99)
+    b, h0 = jax.random.normal(key, (n_steps, hidden)), jnp.zeros(hidden)
+    cases.append(("linear_recurrence, diagonal A", n_steps, hidden, linear_recurrence, (A, b, h0)))
+    n_steps, hidden = 100_000, 32
+    params = lru.init(key, hidden, hidden)
+    xs = jax.random.normal(key, (n_steps, CELL_BATCH, hidden))
+    run_lru = functools.partial(scan_associative, lru)
+    carry = lru.init_carry((CELL_BATCH,), hidden)
+    cases.append(("scan_associative, LRU, batch 4", n_steps, hidden, run_lru, (params, carry, xs)))
+    n_steps, hidden = 100_000, 16
+    params = elman.init(key, IN_DIM, hidden)
+    xs = jax.random.normal(key, (n_steps, IN_DIM))
+    run_deer = functools.partial(deer, elman.apply, jacobian="diagonal", on_failure="ignore")
+    carry = elman.init_carry((), hidden)
+    cases.append(("quasi-DEER, Elman", n_steps, hidden, run_deer, (params, carry, xs)))
+
+    rows = []
+    for name, n_steps, hidden, run, args in cases:
+        one = jax.jit(run)
+        two = jax.jit(functools.partial(run, mesh=mesh))
+        split = jax.tree_util.tree_map(
+            lambda a, n=n_steps: jax.device_put(a, on_time) if a.shape[:1] == (n,) else a, args
+        )
+        fns = {
+            "one": lambda f=one, a=args: jax.block_until_ready(f(*a)),
+            "two": lambda f=two, a=split: jax.block_until_ready(f(*a)),
+        }
+        times = interleaved_times(fns, rounds=5, warmup=2)
+        t = {k: statistics.median(v) for k, v in times.items()}
+        rows.append(
+            [name, n_steps, hidden, fmt(t["one"]), fmt(t["two"]), f"{t['one'] / t['two']:.2f}x"]
+        )
+        print(rows[-1], file=sys.stderr, flush=True)
+    return rows
+
+
+def split_section() -> str:
+    """The section "parallel-split": measured in a child process with two host devices."""
+    load_before = os.getloadavg()[0]
+    done = subprocess.run(
+        [sys.executable, __file__, "--split-child"],
+        env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+        stdout=subprocess.PIPE,
+        check=True,
+        text=True,
+    )
+    rows = json.loads(done.stdout.strip().splitlines()[-1])
+    load_after = os.getloadavg()[0]
+    return "\n\n".join(
+        [
+            "## Time split over two CPU devices (`python bench/parallel.py --only split`)",
+            machine_line(),
+            "`mesh=` a 1-D mesh of the two host devices "
+            "(`XLA_FLAGS=--xla_force_host_platform_device_count=2`), inputs placed split along "
+            "T beforehand, against the same call without `mesh` on one device (the "
+            "single-device associative scan, the baseline the split must beat); float32, "
+            "medians of 5 interleaved rounds after warm-up. Each device scans its half, the "
+            "two composed maps are combined, each device corrects its half. "
+            f"1-minute load average {load_before:.1f} before and {load_after:.1f} after, on "
+            f"{os.cpu_count()} cores (the machine was shared: two devices need two idle cores).",
+            markdown_table(["", "T", "H", "one device", "two devices", "speed-up"], rows),
+        ]
+    )
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument("--quick", action="store_true", help="T = 10^3 only (a smoke run)")
+    parser.add_argument("--only", choices=("linear", "cells", "split"), help="one section")
+    parser.add_argument("--split-child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.split_child:
+        print(json.dumps(split_measurements()))
+        return 0
+    lengths = (1000,) if args.quick else (1000, 10_000, 100_000)
+    sections = {
+        "parallel": lambda: linear_section(lengths),
+        "parallel-cells": lambda: cells_section(lengths),
+        "parallel-split": split_section,
+    }
+    wanted = {"linear": "parallel", "cells": "parallel-cells", "split": "parallel-split"}
+    for name, make in sections.items():
+        if args.only and wanted[args.only] != name:
+            continue
+        body = make()
+        print(body, flush=True)
+        if not args.no_write:
+            write_section(name, body)
     return 0
 
 
