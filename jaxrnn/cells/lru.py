@@ -1,5 +1,5 @@
 """Linear recurrent unit, LRU (Orvieto et al. 2023, "Resurrecting Recurrent Neural Networks
-for Long Sequences"): a complex diagonal linear recurrence (SPEC §8).
+for Long Sequences"): a complex diagonal linear recurrence (SPEC §12).
 
     lambda = exp(-exp(nu_log) + i exp(theta_log))      (exponential parametrisation, |lambda| < 1)
     gamma = exp(gamma_log)                             (normalisation, sqrt(1 - |lambda|^2) at init)

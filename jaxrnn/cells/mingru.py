@@ -1,4 +1,4 @@
-"""minGRU cell (Feng et al. 2024, "Were RNNs All We Needed?"), in its log-space form (SPEC §8).
+"""minGRU cell (Feng et al. 2024, "Were RNNs All We Needed?"), in its log-space form (SPEC §12).
 
     k_t = W_z x_t + b_z          v_t = W_h x_t + b_h
     z_t = sigma(k_t)             h~_t = g(v_t),   g(v) = v + 1/2 if v >= 0 else sigma(v)

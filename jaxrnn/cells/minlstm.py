@@ -1,4 +1,4 @@
-"""minLSTM cell (Feng et al. 2024, "Were RNNs All We Needed?"), in its log-space form (SPEC §8).
+"""minLSTM cell (Feng et al. 2024, "Were RNNs All We Needed?"), in its log-space form (SPEC §12).
 
     f_t = sigma(W_f x_t + b_f)     i_t = sigma(W_i x_t + b_i)     h~_t = g(W_h x_t + b_h)
     f'_t = f_t / (f_t + i_t)       i'_t = i_t / (f_t + i_t)       (normalised gates)

@@ -77,7 +77,7 @@ def scan_associative(
       lengths: optional integer lengths (*batch,), as in ``jaxrnn.scan``.
       resets: optional boolean (T, *batch): True at the first step of each packed segment.
       reverse: run each sequence backwards within its length.
-      mesh: optional 1-D ``jax.sharding.Mesh`` to split T over (SPEC §9).
+      mesh: optional 1-D ``jax.sharding.Mesh`` to split T over (SPEC §13).
 
     Returns:
       ``(final_carry, ys)``: the state at each length (*batch, H) and the outputs

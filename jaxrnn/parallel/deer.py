@@ -349,7 +349,7 @@ def _not_converged_message(iterations, update) -> str:
         f"max |dS| = {update:.3g}); the trajectory is not the cell's. Raise max_iters, "
         f"use jaxrnn.scan, or check the dynamics: an expanding Jacobian chain (spectral "
         f"radius > 1, SPEC §5) makes Newton on the whole trajectory slow or divergent; "
-        f"damping=... (ELK, SPEC §10) keeps its steps bounded"
+        f"damping=... (ELK, SPEC §14) keeps its steps bounded"
     )
 
 
@@ -434,7 +434,7 @@ def deer(
     forms each Jacobian by forward mode and keeps its diagonal: the saving is in the solve).
 
     An expanding Jacobian chain (SPEC §5) can overflow Newton's linear solve, most of all in
-    float32: ``damping`` takes damped Newton steps instead (ELK, SPEC §10), which stay
+    float32: ``damping`` takes damped Newton steps instead (ELK, SPEC §14), which stay
     finite and converge where plain DEER fails. Non-convergence (too few iterations;
     NaN/inf from an expanding Jacobian chain) is never
     returned silently: ``info.converged`` is False and ``on_failure`` says what else happens:
@@ -475,7 +475,7 @@ def deer(
         (1e-4 .. 1e-6) damps only where the chain expands and keeps Newton's pace where it
         contracts.
       mesh: optional 1-D ``jax.sharding.Mesh``: every linear solve (and the adjoint) splits
-        T over its devices (SPEC §9); the elementwise work over T follows the sharding.
+        T over its devices (SPEC §13); the elementwise work over T follows the sharding.
 
     Returns:
       ``(final_carry, ys, info)``: as ``jaxrnn.scan`` returns ``(final_carry, ys)``, and a

@@ -9,7 +9,7 @@ step also asks to stay near the current guess y_t = s_t^(k), with weight ``dampi
 the Levenberg–Marquardt objective. It is the log posterior of a linear-Gaussian state-space
 model: dynamics s_t = F_t s_{t-1} + u_t + w_t, w_t ~ N(0, I), observations y_t = s_t + v_t,
 v_t ~ N(0, I / λ). We take each state's *filtered* mean E[s_t | y_1..y_t], which solves
-the objective over steps 1..t (SPEC §10): a state is corrected from the past only, as in
+the objective over steps 1..t (SPEC §14): a state is corrected from the past only, as in
 Newton's triangular system. (The smoothed mean, the objective's minimiser over all T,
 also pulls early states towards wrong later guesses; on expanding dynamics it stalls in
 self-consistent wrong trajectories.) The filter's covariance stays bounded, by about 1/λ,

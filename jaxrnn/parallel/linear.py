@@ -9,7 +9,7 @@ so all prefixes (A_t ... A_1, h_t) come out of ``jax.lax.associative_scan`` in a
 state is folded into the first step, b_1 <- A_1 h_0 + b_1, so that the prefix offsets are
 the states themselves.
 
-Segments (packed sequences) and padding need no other operator (SPEC §8): a step that
+Segments (packed sequences) and padding need no other operator (SPEC §12): a step that
 starts a segment from h_0 is the constant map (0, A_t h_0 + b_t), and a padding step the
 constant map (0, 0). A constant map c is a left zero of composition, c o m = c for every
 m, so it cuts the scan: nothing before it reaches it or anything after it.
@@ -183,12 +183,12 @@ def linear_recurrence(A, b, h0, *, lengths=None, resets=None, reverse: bool = Fa
     matrix products (see ``jaxrnn.steps.parallel_depth``) and does more total work: each
     level multiplies matrices, (T, H, H) @ (T, H, H), where the loop needs matrix-vector
     products only. Pass diagonals when A is diagonal: every product is then elementwise,
-    and complex diagonals (LRU, SPEC §8) are welcome.
+    and complex diagonals (LRU, SPEC §12) are welcome.
 
     With ``mesh`` (a 1-D ``jax.sharding.Mesh`` of P devices) the T steps are split into P
     chunks: each device scans its chunk, the P chunks' composed maps are combined on every
     device, and each device corrects its chunk with the map of all chunks before it
-    (:func:`jaxrnn.parallel.timesplit.split_associative_scan`, SPEC §9). The states are the
+    (:func:`jaxrnn.parallel.timesplit.split_associative_scan`, SPEC §13). The states are the
     same as on one device up to rounding.
 
     Args:

@@ -4,7 +4,7 @@ Several short sequences packed end to end in one row of a batch, with ``resets[t
 at the first step of each, run as if each were alone: the carry starts again from the
 initial one at every segment start. This is the sequential meaning of the ``resets`` of
 :func:`jaxrnn.parallel.linear_recurrence` and :func:`jaxrnn.parallel.scan_associative`
-(SPEC §8), for every cell, linear or not.
+(SPEC §12), for every cell, linear or not.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Every parallel-in-time solver here is one ``jax.lax.associative_scan`` over T elements
 combined by an associative operator (affine maps for linear recurrences, Kalman filter
 elements for damped Newton). With a ``mesh`` of P devices the T axis is cut into P chunks
-of T / P steps (SPEC §9):
+of T / P steps (SPEC §13):
 
 1. each device scans its own chunk: prefixes e_{c,1}, e_{c,1} . e_{c,2}, ... and the
    chunk's composed element E_c (its last prefix);
