@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from jaxrnn.cli._options import OptionError, command, integer
 
-TITLE = "Parallel in time: linear recurrences by associative scan, RNNs by Newton (DEER)"
+TITLE = (
+    "Parallel in time: linear recurrences and linear cells by associative scan, RNNs by "
+    "Newton (DEER, damped: ELK)"
+)
 ORDER = 70
 
 HEADER = (
@@ -51,10 +54,11 @@ def tour():
 
     import jax
     import jax.numpy as jnp
+    import numpy as np
 
     import jaxrnn
-    from jaxrnn.cells import elman, gru
-    from jaxrnn.parallel import deer, linear_recurrence
+    from jaxrnn.cells import elman, gru, lru
+    from jaxrnn.parallel import deer, linear_recurrence, scan_associative, scan_with_resets
     from jaxrnn.steps import parallel_depth
 
     key_a, key_b, key_x, key_p = jax.random.split(jax.random.PRNGKey(0), 4)
@@ -93,28 +97,73 @@ def tour():
         f"against the scan's {scan_depth} ({n_steps} steps)"
     )
 
-    n_steps = 256
+    n_steps = 128
     xs = jax.random.normal(key_x, (n_steps, 1))
-    results = []
+    rows = {"DEER": [], "ELK (damping 1e-4)": []}
     for radius in (0.5, 1.0, 1.5, 3.0):
         params = elman.init(jax.random.PRNGKey(3), 1, hidden)
         eigen = jnp.max(jnp.abs(jnp.linalg.eigvals(params["W"])))
         params["W"] = params["W"] * radius / eigen
         carry = elman.init_carry((), hidden)
-        info = deer(elman.apply, params, carry, xs, max_iters=200, on_failure="ignore")[2]
-        last = float(info.update_norms[int(info.iterations) - 1])
-        outcome = (
-            f"{int(info.iterations)} iterations"
-            if info.converged
-            else f"no convergence, last update {last}"
-        )
-        results.append(f"rho(W) = {radius}: {outcome}")
+        _, want = jaxrnn.scan(elman.apply, params, carry, xs)
+        for name, damping in (("DEER", None), ("ELK (damping 1e-4)", 1e-4)):
+            _, ys, info = deer(
+                elman.apply,
+                params,
+                carry,
+                xs,
+                max_iters=2 * n_steps,
+                damping=damping,
+                on_failure="ignore",
+            )
+            last = ys  # at rho 3 and with damping, compared with float64 below
+            if info.converged:
+                error = float(jnp.max(jnp.abs(ys - want)))
+                outcome = f"{int(info.iterations)} iterations, max |ys - scan| {error:.0e}"
+            else:
+                outcome = f"no convergence (NaN after {int(info.iterations)} iteration(s))"
+            rows[name].append(f"rho {radius}: {outcome}")
+    # how far float32 rounding takes the scan itself at rho 3: against a float64 NumPy loop
+    weights = {k: np.asarray(v, np.float64) for k, v in params.items()}
+    h, exact = np.zeros(hidden), []
+    for x in np.asarray(xs, np.float64):
+        h = np.tanh(weights["W"] @ h + weights["U"] @ x + weights["b"])
+        exact.append(h)
+    scan_error = float(np.max(np.abs(np.asarray(want, np.float64) - np.array(exact))))
+    elk_error = float(np.max(np.abs(np.asarray(last, np.float64) - np.array(exact))))
     yield (
-        f"DEER on an Elman RNN, T = {n_steps}, by spectral radius (SPEC §5): "
-        + "; ".join(results)
-        + " (each linear solve multiplies T Jacobians taken along Newton's iterates: "
-        "contracting chains converge in a few iterations, expanding ones crawl or, in "
-        "float32, overflow; info.converged says so)"
+        f"Elman RNN, T = {n_steps}, float32, by spectral radius (SPEC §5): DEER "
+        + "; ".join(rows["DEER"])
+        + " (its first solve multiplies T Jacobians J = W and overflows when they expand)"
+    )
+    yield (
+        "damped Newton, deer(..., damping=1e-4) (ELK: Levenberg-Marquardt steps as a "
+        "parallel Kalman filter, SPEC §14): "
+        + "; ".join(rows["ELK (damping 1e-4)"])
+        + f" (at rho 3 the chain is near neutral and float32 rounding grows along it: the "
+        f"float32 scan is {scan_error:.0e} from a float64 loop, ELK {elk_error:.0e})"
+    )
+
+    n_steps, batch = 4096, 4
+    params = lru.init(key_p, 2, 8)
+    carry = lru.init_carry((batch,), 8)
+    xs = jax.random.normal(key_x, (n_steps, batch, 2))
+    resets = jax.random.bernoulli(key_a, 1 / 256, (n_steps, batch))
+    lengths = jnp.array([4096, 3000, 17, 0])
+    tree = scan_associative(lru, params, carry, xs, lengths=lengths, resets=resets)
+    loop = scan_with_resets(lru.apply, params, carry, xs, resets, lengths=lengths)
+    gap = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(tree, loop, strict=True))
+    tree_depth = parallel_depth(
+        lambda p, c, x: scan_associative(lru, p, c, x, resets=resets), params, carry, xs
+    )
+    loop_depth = parallel_depth(
+        lambda p, c, x: scan_with_resets(lru.apply, p, c, x, resets), params, carry, xs
+    )
+    yield (
+        f"LRU (complex diagonal, SPEC §12) over {batch} rows of T = {n_steps} packing "
+        f"{int(resets.sum()) + batch} sequences (resets), lengths {lengths.tolist()}: "
+        f"scan_associative = the sequential loop to {gap:.0e}; depth {tree_depth} "
+        f"against {loop_depth}"
     )
 
 
