@@ -239,7 +239,7 @@ def _flip_time(tree):
 @functools.partial(
     jax.jit,
     static_argnums=(0,),
-    static_argnames=("max_iters", "tol", "jacobian", "batch_ndim", "reverse", "damping", "mesh"),
+    static_argnames=("max_iters", "tol", "jacobian", "batch_ndim", "reverse", "mesh"),
 )
 def _solve_batch(
     cell,
@@ -247,16 +247,17 @@ def _solve_batch(
     carry,
     xs,
     lengths,
+    damping,
     *,
     max_iters,
     tol,
     jacobian,
     batch_ndim,
     reverse,
-    damping,
     mesh,
 ):
-    """:func:`_solve_one` vmapped over ``batch_ndim`` leading batch axes, compiled once."""
+    """:func:`_solve_one` vmapped over ``batch_ndim`` leading batch axes, compiled once
+    (for any ``damping`` value: only whether it is None changes the program)."""
     padded = lengths is not None
     if padded:
         xs = (_activity(lengths, xs, batch_ndim), xs)
@@ -505,12 +506,12 @@ def deer(
         carry,
         xs,
         lengths,
+        None if damping is None else float(damping),
         max_iters=max_iters,
         tol=float(tol),
         jacobian=jacobian,
         batch_ndim=int(batch_ndim),
         reverse=bool(reverse),
-        damping=None if damping is None else float(damping),
         mesh=mesh,
     )
 
