@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrnn._cell_pieces import resolve_activation
-from jaxrnn._checks import check_positive_int, dtype_of, is_concrete, shape_of
+from jaxrnn._checks import check_positive_int, dtype_of, is_concrete, is_number, shape_of
 from jaxrnn._varying import vary_like
 from jaxrnn.mdrnn import cell
 
@@ -282,7 +282,7 @@ def wavefront(
 
 def check_grouping(min_length, fill) -> None:
     check_positive_int(min_length, name="min_length")
-    if isinstance(fill, bool) or not isinstance(fill, (int, float)) or not 0.0 < fill <= 1.0:
+    if not is_number(fill) or not 0.0 < fill <= 1.0:
         raise ValueError(f"fill: expected a number in (0, 1], got {fill!r}")
 
 
