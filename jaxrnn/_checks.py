@@ -8,6 +8,7 @@ mistake never surfaces as an XLA traceback.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping
 
 import jax
@@ -131,8 +132,18 @@ def check_key(key, *, name: str = "key"):
         )
 
 
+def is_int(value) -> bool:
+    """A Python or NumPy integer, and not a bool (which Python counts as an int)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def is_number(value) -> bool:
+    """A real Python or NumPy number (integer or floating), and not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
 def check_positive_int(value, *, name: str):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+    if not is_int(value) or value < 1:
         raise ValueError(f"{name}: expected a positive integer, got {value!r}")
 
 

@@ -18,7 +18,7 @@ from typing import NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrnn._checks import check_lengths, dtype_of, shape_of
+from jaxrnn._checks import check_lengths, dtype_of, is_int, shape_of
 
 
 class FlatBatch(NamedTuple):
@@ -66,7 +66,7 @@ def check_choices(choices, kind: type, positive: tuple[str, ...]):
         raise ValueError(f"choices: expected a {public}.{kind.__name__}, got {choices!r}")
     for name in positive:
         value = getattr(choices, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if not is_int(value) or value < 1:
             raise ValueError(f"choices.{name}: expected a positive integer, got {value!r}")
 
 

@@ -15,57 +15,21 @@ the same gather out).
 
 from __future__ import annotations
 
-import math
-
 import jax.numpy as jnp
-import numpy as np
 
 from jaxrnn import checkpointed_lstm
-from jaxrnn._checks import check_last_dim, check_lengths, check_matrix, dtype_of, shape_of
+from jaxrnn._checks import check_last_dim, check_lengths, check_matrix, shape_of
+from jaxrnn._fast_layer import (
+    check_choices,
+    check_layer_inputs,
+    check_reverse,
+    flatten,
+    unflatten_outputs,
+)
 from jaxrnn._varying import vary_like
 from jaxrnn.cells import lstm
 from jaxrnn.lstm_fast.fused import fuse
 from jaxrnn.lstm_fast.kernel import Choices, lstm_scan_split
-
-
-def _check_inputs(params, carry, xs, choices):
-    """Validate at trace time; return the common floating dtype of the parameters."""
-    xs_shape = shape_of(xs)
-    if len(xs_shape) < 2:
-        raise ValueError(f"xs: expected shape (T, *batch, D), got {xs_shape}")
-    check_last_dim(xs, check_matrix(params, "W_i")[1], name="xs")
-    lstm.validate(params, carry, xs)
-    dtypes = {jnp.dtype(dtype_of(v)) for v in params.values()}
-    if len(dtypes) != 1:
-        raise ValueError(f"params: expected one floating dtype for all entries, got {dtypes}")
-    batch = xs_shape[1:-1]
-    for name, leaf in (("carry[0] (c)", carry[0]), ("carry[1] (h)", carry[1])):
-        if shape_of(leaf)[:-1] != batch:
-            raise ValueError(
-                f"{name}: expected shape {batch + shape_of(leaf)[-1:]} (the batch shape of xs "
-                f"{xs_shape}), got {shape_of(leaf)}"
-            )
-    if not isinstance(choices, Choices):
-        raise ValueError(f"choices: expected a jaxrnn.lstm_fast.Choices, got {choices!r}")
-    for name in ("unroll", "backward_unroll", "batch_split", "block"):
-        value = getattr(choices, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"choices.{name}: expected a positive integer, got {value!r}")
-    return dtypes.pop()
-
-
-def _reverse_within_lengths(a, lengths):
-    """``a`` (T, B, ...) with each sequence's first ``lengths[n]`` steps in reverse order.
-
-    ``out[t, n] = a[L_n - 1 - t, n]`` for ``t < L_n`` and ``a[t, n]`` (padding stays put)
-    otherwise, ``L_n = lengths[n]`` (T for every n if ``lengths`` is None). The map is its
-    own inverse, and a permutation: its gradient is the same reordering, exactly.
-    """
-    if lengths is None:
-        return a[::-1]
-    t = jnp.arange(a.shape[0])[:, None]
-    source = jnp.where(t < lengths, lengths - 1 - t, t)
-    return jnp.take_along_axis(a, source.reshape(source.shape + (1,) * (a.ndim - 2)), axis=0)
 
 
 def lstm_layer(
@@ -115,14 +79,17 @@ def lstm_layer(
       ``((c_T, h_T), ys)``: the final carry, each (*batch, H), and ys (T, *batch, H).
     """
     choices = Choices() if choices is None else choices
-    if not isinstance(reverse, (bool, np.bool_)):
-        raise ValueError(f"reverse: expected True or False, got {reverse!r}")
-    dtype = _check_inputs(params, carry, xs, choices)
+    check_reverse(reverse)
     xs_shape = shape_of(xs)
-    n_steps, batch, in_dim = xs_shape[0], xs_shape[1:-1], xs_shape[-1]
-    if lengths is not None:
-        lengths = check_lengths(lengths, xs, n_steps, checkify_values=checkify_lengths)
+    if len(xs_shape) < 2:
+        raise ValueError(f"xs: expected shape (T, *batch, D), got {xs_shape}")
+    check_last_dim(xs, check_matrix(params, "W_i")[1], name="xs")
+    lstm.validate(params, carry, xs)
+    dtype = check_layer_inputs(params, {"carry[0] (c)": carry[0], "carry[1] (h)": carry[1]}, xs)
+    check_choices(choices, Choices, ("unroll", "backward_unroll", "batch_split", "block"))
     if checkpoints is not None:
+        if lengths is not None:
+            lengths = check_lengths(lengths, xs, xs_shape[0], checkify_values=checkify_lengths)
         return checkpointed_lstm.lstm_layer(
             params,
             carry,
@@ -132,37 +99,16 @@ def lstm_layer(
             dtype=dtype,
             checkpoints=checkpoints,
         )
-    c0, h0 = vary_like(
-        (jnp.asarray(carry[0], dtype), jnp.asarray(carry[1], dtype)), params, xs, lengths
-    )  # a carry made inside jax.shard_map varies over the axes of the inputs
-    if n_steps == 0:
-        hidden = shape_of(c0)[-1]
-        return (c0, h0), jnp.zeros((0, *batch, hidden), dtype)
+    c0, h0 = (jnp.asarray(leaf, dtype) for leaf in carry)
+    flat = flatten(xs, lengths, dtype, reverse=reverse, checkify_lengths=checkify_lengths)
+    if xs_shape[0] == 0:
+        return (c0, h0), jnp.zeros((0, *shape_of(h0)), dtype)
     hidden = shape_of(c0)[-1]
-    n_seq = math.prod(batch)
-    xs_flat = jnp.asarray(xs, dtype).reshape(n_steps, n_seq, in_dim)
-    mask = flat_lengths = None
-    if lengths is not None:
-        # clipped as under jit a value outside [0, T] cannot be rejected (it acts as the bound)
-        # lengths may cover only the leading batch axes (as in scan): broadcast over the rest
-        lengths = jnp.asarray(lengths)
-        lengths = lengths.reshape(lengths.shape + (1,) * (len(batch) - lengths.ndim))
-        flat_lengths = jnp.clip(jnp.broadcast_to(lengths, batch).reshape(n_seq), 0, n_steps)
-        mask = (jnp.arange(n_steps)[:, None] < flat_lengths)[..., None]
-        # padding steps see zeros (as in jaxrnn.scan): NaN padding cannot reach the gradients
-        xs_flat = jnp.where(mask, xs_flat, 0)
-    if reverse:
-        # the reordering keeps steps t < L_n at t < L_n, so the mask needs no reordering
-        xs_flat = _reverse_within_lengths(xs_flat, flat_lengths)
+    # a carry made inside jax.shard_map varies over the axes of the inputs
+    c0_flat, h0_flat = vary_like(
+        (c0.reshape(-1, hidden), h0.reshape(-1, hidden)), params, flat.xs, flat.mask
+    )
     W, U, b = fuse(params)
-    c_last, hs = lstm_scan_split(
-        choices, W, U, b, c0.reshape(n_seq, hidden), h0.reshape(n_seq, hidden), xs_flat, mask
-    )
-    h_last = hs[-1]
-    ys = hs if mask is None else jnp.where(mask, hs, 0)
-    if reverse:
-        ys = _reverse_within_lengths(ys, flat_lengths)
-    return (
-        (c_last.reshape(*batch, hidden), h_last.reshape(*batch, hidden)),
-        ys.reshape(n_steps, *batch, hidden),
-    )
+    c_last, hs = lstm_scan_split(choices, W, U, b, c0_flat, h0_flat, flat.xs, flat.mask)
+    final = (c_last.reshape(shape_of(c0)), hs[-1].reshape(shape_of(h0)))
+    return final, unflatten_outputs(hs, flat, reverse=reverse)

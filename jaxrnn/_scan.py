@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrnn import checkpointed
-from jaxrnn._checks import check_lengths, dtype_of, shape_of
+from jaxrnn._checks import check_lengths, dtype_of, is_int, shape_of
 from jaxrnn._varying import vary_like
 
 
@@ -162,7 +162,7 @@ def scan(
     if not callable(cell):
         raise ValueError(f"cell: expected a callable cell(params, carry, x), got {cell!r}")
     n_steps = _sequence_length(xs)
-    if not isinstance(unroll, (int, np.integer)) or (not isinstance(unroll, bool) and unroll < 1):
+    if not isinstance(unroll, (bool, np.bool_)) and not (is_int(unroll) and unroll >= 1):
         raise ValueError(f"unroll: expected a positive integer or a bool, got {unroll!r}")
     if not isinstance(reverse, (bool, np.bool_)):
         raise ValueError(f"reverse: expected True or False, got {reverse!r}")

@@ -29,6 +29,7 @@ from jaxrnn._checks import (
     check_positive_int,
     dtype_of,
     is_concrete,
+    is_number,
     shape_of,
 )
 from jaxrnn._scan import scan
@@ -337,7 +338,7 @@ class Training:
 
 
 def _check_positive_number(value, *, name: str):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or value <= 0:
+    if not is_number(value) or value <= 0:
         raise ValueError(f"{name}: expected a positive number, got {value!r}")
 
 

@@ -48,6 +48,8 @@ import zlib
 import jax
 import numpy as np
 
+from jaxrnn._checks import is_int
+
 FORMAT = "jaxrnn.checkpoint"
 VERSION = 1
 MANIFEST = "manifest.json"
@@ -146,7 +148,7 @@ def save(path, tree, *, step: int, metadata=None) -> None:
       metadata: optional JSON-serialisable data stored in the manifest (e.g. a data seed, a
         loss history). Python floats round-trip exactly.
     """
-    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+    if not is_int(step) or step < 0:
         raise ValueError(f"step: expected a non-negative integer, got {step!r}")
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
@@ -241,7 +243,7 @@ def _manifest_of(archive, path) -> dict:
 
 
 def _is_index(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return is_int(value) and value >= 0
 
 
 def _is_shape(value) -> bool:

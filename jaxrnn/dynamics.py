@@ -15,7 +15,6 @@ the constant error carousel (SPEC §5(d)).
 
 from __future__ import annotations
 
-import numbers
 from functools import partial
 from typing import NamedTuple
 
@@ -23,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrnn._checks import check_matrix, check_params, is_concrete, shape_of
+from jaxrnn._checks import check_matrix, check_params, is_concrete, is_int, is_number, shape_of
 from jaxrnn._scan import scan
 from jaxrnn.cells import elman
 
@@ -105,7 +104,7 @@ def jacobian_chain(step_jacobians, t: int, k: int):
     if len(shape) < 3 or shape[-1] != shape[-2]:
         raise ValueError(f"step_jacobians: expected shape (T, *batch, H, H), got {shape}")
     for name, value in (("t", t), ("k", k)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        if not is_int(value):
             raise ValueError(f"{name}: expected an int, got {value!r}")
     if not 0 <= k <= t <= shape[0]:
         raise ValueError(f"t, k: expected 0 <= k <= t <= T = {shape[0]}, got t = {t}, k = {k}")
@@ -152,7 +151,7 @@ def state_jacobian(cell, params, carry, xs, t: int, k: int):
     _check_single_sequence(xs)
     n_steps = shape_of(xs)[0]
     for name, value in (("t", t), ("k", k)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        if not is_int(value):
             raise ValueError(f"{name}: expected an int, got {value!r}")
     if not 0 <= k <= t <= n_steps:
         raise ValueError(f"t, k: expected 0 <= k <= t <= T = {n_steps}, got t = {t}, k = {k}")
@@ -230,7 +229,7 @@ def spectral_radius(M) -> float:
 
 def predicted_norms(M, n_steps: int):
     """rho(M)^d for d = 1..n_steps: the growth the spectral radius predicts over distance d."""
-    if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)) or n_steps < 1:
+    if not is_int(n_steps) or n_steps < 1:
         raise ValueError(f"n_steps: expected a positive integer, got {n_steps!r}")
     return spectral_radius(M) ** np.arange(1, n_steps + 1)
 
@@ -280,9 +279,9 @@ def matrix_power_eig(M, n: int, *, tol: float = 1e-9) -> EigenPower:
       tol: the largest accepted ||Q Λ Q^-1 - M||_F / ||M||_F.
     """
     M = _square_matrix(M)
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+    if not is_int(n) or n < 0:
         raise ValueError(f"n: expected a non-negative integer, got {n!r}")
-    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not tol > 0:
+    if not is_number(tol) or not tol > 0:
         raise ValueError(f"tol: expected a positive number, got {tol!r}")
     eigenvalues, Q = np.linalg.eig(M)
     with np.errstate(all="ignore"):

@@ -32,7 +32,7 @@ from collections.abc import Mapping
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrnn._checks import check_matrix, check_params
+from jaxrnn._checks import check_matrix, check_params, is_int
 from jaxrnn.cells import gru, lstm
 
 #: PyTorch's module name and our gate names in its block order, per cell.
@@ -69,7 +69,7 @@ def _to_numpy(value, *, name: str) -> np.ndarray:
 
 
 def _torch_names(layer: int, reverse: bool) -> dict[str, str]:
-    if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or layer < 0:
+    if not is_int(layer) or layer < 0:
         raise ValueError(f"layer: expected a non-negative integer, got {layer!r}")
     suffix = f"_l{layer}" + ("_reverse" if reverse else "")
     return {kind: f"{kind}{suffix}" for kind in _KINDS}

@@ -20,13 +20,12 @@ Params are a list with one dict per layer, ``{"forward": cell_params}`` or
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._checks import check_key, check_positive_int, describe, dtype_of, shape_of
+from jaxrnn._checks import check_key, check_positive_int, describe, dtype_of, is_number, shape_of
 from jaxrnn._gru_layer import gru_layer
 from jaxrnn._lstm_layer import lstm_layer
 from jaxrnn._scan import scan
@@ -169,11 +168,7 @@ def _hidden_size(cell, cell_name, layer_params, in_dim: int, where: str, reads: 
 
 
 def _check_dropout(dropout, key) -> None:
-    if (
-        isinstance(dropout, bool)
-        or not isinstance(dropout, numbers.Real)
-        or not (0.0 <= dropout < 1.0)
-    ):
+    if not is_number(dropout) or not (0.0 <= dropout < 1.0):
         raise ValueError(f"dropout: expected a number in [0, 1), got {dropout!r}")
     if dropout > 0 and key is None:
         raise ValueError(

@@ -28,7 +28,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxrnn._checks import shape_of
+from jaxrnn._checks import is_int, shape_of
 
 AXIS = "batch"
 
@@ -115,7 +115,7 @@ def batch_shardings(batch, mesh, batch_axis=1, *, process_local: bool = False):
     def sharding(path, leaf, axis):
         shape = shape_of(leaf)
         where = f"batch{jax.tree_util.keystr(path)}"
-        if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+        if not is_int(axis):
             raise ValueError(f"batch_axis: expected an integer axis for {where}, got {axis!r}")
         if not -len(shape) <= axis < len(shape):
             raise ValueError(
@@ -174,7 +174,7 @@ def _axes_tree(axes, tree, name: str):
 def _spec(axis, ndim: int, mesh_axis: str, name: str) -> PartitionSpec:
     if axis is None:
         return PartitionSpec()
-    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+    if not is_int(axis):
         raise ValueError(f"{name}: expected None or an integer axis, got {axis!r}")
     if not -ndim <= axis < ndim:
         raise ValueError(f"{name}: axis {axis} is out of range for an array of {ndim} axes")

@@ -15,6 +15,8 @@ from __future__ import annotations
 import jax
 from jax.extend import core as jex_core
 
+from jaxrnn._checks import is_int
+
 
 def _sub_jaxprs(params: dict):
     """The jaxprs held in an equation's params (closed or open, single or in lists)."""
@@ -171,11 +173,7 @@ def parallel_depth(fn, *args, while_iterations: int | None = None, **kwargs) -> 
     """
     if not callable(fn):
         raise ValueError(f"fn: expected a callable, got {type(fn).__name__}")
-    if while_iterations is not None and (
-        isinstance(while_iterations, bool)
-        or not isinstance(while_iterations, int)
-        or while_iterations < 0
-    ):
+    if while_iterations is not None and (not is_int(while_iterations) or while_iterations < 0):
         raise ValueError(
             f"while_iterations: expected a non-negative int or None, got {while_iterations!r}"
         )

@@ -14,19 +14,15 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from jaxrnn._checks import check_key, check_positive_int, dtype_of, is_concrete, shape_of
+from jaxrnn._checks import check_key, check_positive_int, dtype_of, is_concrete, is_int, shape_of
 from jaxrnn.bits import to_bits
 
 
 def _batch_key(key, step):
     """``fold_in(key, step)``, after checking that ``key`` is one key and ``step`` an index."""
     check_key(key)
-    integer = not isinstance(step, bool) and (
-        isinstance(step, (int, np.integer))
-        or (shape_of(step) == () and jnp.issubdtype(dtype_of(step), jnp.integer))
-    )
+    integer = is_int(step) or (shape_of(step) == () and jnp.issubdtype(dtype_of(step), jnp.integer))
     if not integer or (is_concrete(step) and int(step) < 0):
         raise ValueError(f"step: expected a non-negative integer, got {step!r}")
     return jax.random.fold_in(key, step)

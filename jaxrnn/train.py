@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrnn import checkpoint as ckpt
-from jaxrnn._checks import check_positive_int
+from jaxrnn._checks import check_positive_int, is_int, is_number
 
 
 class History(NamedTuple):
@@ -289,7 +289,7 @@ def _restore(path, params, opt_state, steps):
         isinstance(eval_steps, list)
         and isinstance(evals, list)
         and len(eval_steps) == len(evals)
-        and all(isinstance(k, int) and not isinstance(k, bool) for k in eval_steps)
+        and all(is_int(k) for k in eval_steps)
     ):
         raise ValueError(
             f"checkpoint {os.fspath(path)!r}: expected metadata with lists eval_steps "
@@ -395,9 +395,7 @@ def fit(
     _check_arguments(
         loss_fn, params, optimizer, steps, eval_fn, eval_every, checkpoint, checkpoint_every
     )
-    if isinstance(refresh_seconds, bool) or not (
-        isinstance(refresh_seconds, (int, float)) and refresh_seconds > 0
-    ):
+    if not (is_number(refresh_seconds) and refresh_seconds > 0):
         raise ValueError(f"refresh_seconds: expected a positive number, got {refresh_seconds!r}")
     if process_local_data and mesh is None:
         raise ValueError("process_local_data: given without a mesh to assemble the batch on")

@@ -178,9 +178,8 @@ def test_the_reference_never_calls_the_librarys_hand_formulas(monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("the checker used a hand formula")
 
-    # (the package exports functions named like their modules, hence import_module)
-    monkeypatch.setattr(importlib.import_module("jaxrnn.bptt.lstm"), "_lstm", boom)
-    monkeypatch.setattr(importlib.import_module("jaxrnn.bptt.elman"), "_elman", boom)
+    monkeypatch.setattr(importlib.import_module("jaxrnn.bptt._lstm"), "_lstm", boom)
+    monkeypatch.setattr(importlib.import_module("jaxrnn.bptt._elman"), "_elman", boom)
     with pytest.raises(AssertionError, match="hand formula"):  # the patch is in effect
         bptt.lstm_scalar(*scalar_problem())
     assert bptt.check(planted(None), "lstm_scalar", *scalar_problem()).ok

@@ -11,8 +11,8 @@ import pytest
 
 import jaxrnn
 from jaxrnn import interop
-from jaxrnn.cells import gru, lstm
 from jaxrnn._lstm_layer import lstm_layer
+from jaxrnn.cells import gru, lstm
 
 T, B, D, H = 9, 3, 4, 5
 

@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 from test_cells import np_lstm
 
 import jaxrnn
+from jaxrnn._lstm_layer import lstm_layer
 from jaxrnn.cells import lstm
 from jaxrnn.lstm_fast import Choices, fuse, unfuse
-from jaxrnn._lstm_layer import lstm_layer
 
 T, B, D, H = 7, 4, 3, 5
 

@@ -101,6 +101,44 @@ def test_gradients_through_wavefront_equal_raster(shape):
     np.testing.assert_allclose(np.sum(g_wave[0]["W_in"] * direction), numeric, rtol=1e-6)
 
 
+@pytest.mark.parametrize("activation", ["sigmoid", "softplus"])
+def test_hand_backward_of_the_wavefront_with_bias_sizes_and_any_activation(activation):
+    """The wavefront's own backward pass (a wavefront on the flipped grid) equals autodiff
+    of the raster run on each grid alone: with a bias, grids of different sizes, and an
+    activation whose slope is not read from h (softplus: from the recomputed z)."""
+    phi = jax.nn.softplus if activation == "softplus" else activation
+    params = dict(PARAMS, b=jnp.linspace(-0.3, 0.4, 4))
+    x = grid_inputs((2, 5, 6))
+    sizes = np.array([[5, 2], [3, 6]])
+    target = jax.random.normal(jax.random.PRNGKey(6), (2, 5, 6, 4), jnp.float64)
+
+    def wave_loss(p, a):
+        return jnp.sum((mdrnn.wavefront(p, a, activation=phi, sizes=sizes) - target) ** 2)
+
+    def raster_loss(p, a):  # each grid alone, of its own size
+        total = 0.0
+        for b, (rows, cols) in enumerate(sizes):
+            h = mdrnn.raster(p, a[b, :rows, :cols], activation=phi)
+            total = total + jnp.sum((h - target[b, :rows, :cols]) ** 2)
+        return (
+            total
+            + jnp.sum(target**2)
+            - sum(  # the cells outside the grids: h = 0
+                jnp.sum(target[b, :r, :c] ** 2) for b, (r, c) in enumerate(sizes)
+            )
+        )
+
+    np.testing.assert_allclose(wave_loss(params, x), raster_loss(params, x), rtol=1e-12)
+    g_wave = jax.grad(wave_loss, argnums=(0, 1))(params, x)
+    g_raster = jax.grad(raster_loss, argnums=(0, 1))(params, x)
+    assert set(g_wave[0]) == {"W_in", "W_W", "W_N", "b"}
+    for a, b in zip(
+        jax.tree_util.tree_leaves(g_wave), jax.tree_util.tree_leaves(g_raster), strict=True
+    ):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    np.testing.assert_array_equal(g_wave[1][0, :, 2:], 0.0)  # outside grid 0: no gradient
+
+
 # ---- MD-LSTM -----------------------------------------------------------------------------
 
 

@@ -11,7 +11,6 @@ largest step, and within it the quantity computed first) is where the mistake is
 
 from __future__ import annotations
 
-import numbers
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from dataclasses import dataclass, field
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrnn._checks import dtype_of, is_real
+from jaxrnn._checks import dtype_of, is_number, is_real
 from jaxrnn.bptt import _elman, _gru, _lstm, _lstm_scalar, reference
 
 #: model name -> (autodiff reference, per-step names in the order one backward step
@@ -221,9 +220,7 @@ def check(hand, model: str, params, xs, dL_dh, *, rtol: float | None = None, **o
         raise ValueError(
             f"options: {model!r} takes {list(known_options) or 'no options'}, got {unknown}"
         )
-    if rtol is not None and not (
-        isinstance(rtol, numbers.Real) and not isinstance(rtol, bool) and 0 < rtol < 1
-    ):
+    if rtol is not None and not (is_number(rtol) and 0 < rtol < 1):
         raise ValueError(f"rtol: expected a number in (0, 1), got {rtol!r}")
     expected = reference_fn(params, xs, dL_dh, **options)
     got = hand(params, xs, dL_dh, **options)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxrnn._checks import (
     batch_shape_tuple,
@@ -23,6 +22,7 @@ from jaxrnn._checks import (
     check_params,
     describe,
     dtype_of,
+    is_number,
     is_real,
 )
 
@@ -36,7 +36,7 @@ def init(key, in_dim: int = 1, hidden: int = 1, *, scale: float = 1.0, dtype=jnp
             f"in_dim, hidden: the univariate LSTM has in_dim = hidden = 1, got {in_dim}, {hidden}"
         )
     check_key(key)
-    if isinstance(scale, bool) or not isinstance(scale, (int, float, np.number)) or scale <= 0:
+    if not is_number(scale) or scale <= 0:
         raise ValueError(f"scale: expected a positive number, got {scale!r}")
     values = jax.random.uniform(key, (len(WEIGHTS),), dtype, -scale, scale)
     return {name: values[k] for k, name in enumerate(WEIGHTS)}

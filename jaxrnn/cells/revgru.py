@@ -35,7 +35,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxrnn._cell_pieces import check_sizes, gate_shapes, uniform_weights
 from jaxrnn._checks import (
@@ -48,6 +47,7 @@ from jaxrnn._checks import (
     describe,
     dtype_of,
     is_concrete,
+    is_int,
     shape_of,
 )
 from jaxrnn.cells import _forget
@@ -95,7 +95,7 @@ def _check_options(dtype, frac_bits, max_forget_bits):
     if not jnp.issubdtype(dtype, jnp.floating):
         raise ValueError(f"dtype: expected a floating dtype, got {dtype}")
     low, high = MAX_FORGET_BITS_RANGE
-    if isinstance(max_forget_bits, bool) or not isinstance(max_forget_bits, (int, np.integer)):
+    if not is_int(max_forget_bits):
         raise ValueError(
             f"max_forget_bits: expected an integer in [{low}, {high}], got {max_forget_bits!r}"
         )
@@ -106,7 +106,7 @@ def _check_options(dtype, frac_bits, max_forget_bits):
             f"got {max_forget_bits}"
         )
     limit = mantissa_bits(dtype) - 1
-    if isinstance(frac_bits, bool) or not isinstance(frac_bits, (int, np.integer)):
+    if not is_int(frac_bits):
         raise ValueError(f"frac_bits: expected an integer in [16, {limit}], got {frac_bits!r}")
     if not 16 <= frac_bits <= limit:
         raise ValueError(

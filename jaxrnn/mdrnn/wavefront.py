@@ -23,6 +23,7 @@ first row is 0 while d < W, and moves down by one row per step afterwards).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import jax
@@ -30,8 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrnn._cell_pieces import resolve_activation
-from jaxrnn._checks import check_positive_int, dtype_of, is_concrete, shape_of
-from jaxrnn._varying import vary_like
+from jaxrnn._checks import check_positive_int, dtype_of, is_concrete, is_number, shape_of
+from jaxrnn._varying import sum_like, vary_like
 from jaxrnn.mdrnn import cell
 
 
@@ -282,20 +283,30 @@ def wavefront(
 
 def check_grouping(min_length, fill) -> None:
     check_positive_int(min_length, name="min_length")
-    if isinstance(fill, bool) or not isinstance(fill, (int, float)) or not 0.0 < fill <= 1.0:
+    if not is_number(fill) or not 0.0 < fill <= 1.0:
         raise ValueError(f"fill: expected a number in (0, 1], got {fill!r}")
 
 
 def masked_wavefront(params: dict, x, mask, phi, *, min_length: int = 8, fill: float = 0.75):
-    """:func:`wavefront` without validation; ``mask`` None or boolean (*batch, H, W)."""
+    """:func:`wavefront` without validation; ``mask`` None or boolean (*batch, H, W).
+
+    Its gradient is a wavefront too (:func:`_grid_wavefront_bwd`), not autodiff of the
+    loop: the backward pass keeps no per-step residuals beyond the outputs h.
+    """
+    dtype = cell.result_dtype(params, x)
+    params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), params)
+    if mask is None:
+        mask = jnp.ones(x.shape[:-1], bool)
+    return _grid_wavefront(params, jnp.asarray(x, dtype), mask, phi, min_length, fill)
+
+
+def _run_grid_cell(params, x, mask, phi, min_length, fill):
+    """h of every cell of the grid cell's recurrence, one anti-diagonal per step."""
     hidden = params["W_in"].shape[1]
     batch, (height, width) = x.shape[:-3], x.shape[-3:-1]
-    dtype = cell.result_dtype(params, x)
-    projected = flatten_grid(cell.project_input(params, jnp.asarray(x, dtype)), len(batch))
+    projected = flatten_grid(cell.project_input(params, x), len(batch))
     # [W_W, W_N] (hidden, 2 hidden): h @ it gives a cell's terms for both of its neighbours
-    side_by_side = jnp.concatenate([params["W_W"], params["W_N"]], axis=1).astype(dtype)
-    if mask is not None:
-        mask = flatten_grid(mask[..., None], len(batch))[..., 0]
+    side_by_side = jnp.concatenate([params["W_W"], params["W_N"]], axis=1)
 
     def step(west, north, projected_cells):
         # west = h(i-1, j) @ [W_W, W_N], north = h(i, j-1) @ [W_W, W_N]
@@ -305,12 +316,104 @@ def masked_wavefront(params: dict, x, mask, phi, *, min_length: int = 8, fill: f
     hs = run_diagonals(
         step,
         projected,
-        (hidden, dtype),
+        (hidden, x.dtype),
         height,
         width,
-        mask=mask,
+        mask=flatten_grid(mask[..., None], len(batch))[..., 0],
         mix=lambda h: h @ side_by_side,
         min_length=min_length,
         fill=fill,
     )
     return unflatten_grid(hs, batch, height, width)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def _grid_wavefront(params, x, mask, phi, min_length, fill):
+    return _run_grid_cell(params, x, mask, phi, min_length, fill)
+
+
+def _grid_wavefront_fwd(params, x, mask, phi, min_length, fill):
+    h = _run_grid_cell(params, x, mask, phi, min_length, fill)
+    return h, (params, x, mask, h)
+
+
+def _neighbours(h):
+    """h(i-1, j) and h(i, j-1) for every cell, zero outside the grid: (*batch, H, W, k) each."""
+    west = jnp.pad(h, [(0, 0)] * (h.ndim - 3) + [(1, 0), (0, 0), (0, 0)])[..., :-1, :, :]
+    north = jnp.pad(h, [(0, 0)] * (h.ndim - 2) + [(1, 0), (0, 0)])[..., :-1, :]
+    return west, north
+
+
+def _grid_wavefront_bwd(phi, min_length, fill, residuals, dh):
+    """The adjoint recursion, run as a wavefront on the grid flipped in both directions.
+
+    With z(i,j) the pre-activation and zbar = dL/dz, backprop through the grid cell is
+
+        hbar(i,j) = dL/dh(i,j) + zbar(i+1,j) W_W^T + zbar(i,j+1) W_N^T
+        zbar(i,j) = phi'(z(i,j)) * hbar(i,j)            (0 outside the grid and the mask)
+
+    a grid recurrence from the bottom-right corner: flipped, (i+1, j) and (i, j+1) are the
+    neighbours h(i-1, j) and h(i, j-1) of the forward cell, so the same engine runs it in
+    H+W-1 steps with state zbar. The weights' gradients are then sums over all cells, one
+    matmul each: W_inbar = sum x^T zbar, W_Wbar = sum h(i-1,j)^T zbar, W_Nbar = sum
+    h(i,j-1)^T zbar, bbar = sum zbar, and xbar = zbar W_in^T.
+    """
+    params, x, mask, h = residuals
+    hidden = params["W_in"].shape[1]
+    batch, (height, width) = x.shape[:-3], x.shape[-3:-1]
+    slope = _activation_slope(phi, h, lambda: project(params, x, *_neighbours(h)))
+    flip = lambda a: jnp.flip(a, axis=(len(batch), len(batch) + 1))
+    cells = flatten_grid(flip(jnp.concatenate([dh, slope], axis=-1)), len(batch))
+    # zbar @ [W_W^T, W_N^T]: a cell's terms for both of its (flipped) neighbours
+    side_by_side = jnp.concatenate([params["W_W"].T, params["W_N"].T], axis=1)
+
+    def step(west, north, cells_d):
+        hbar = cells_d[..., :hidden] + west[..., :hidden] + north[..., hidden:]
+        zbar = cells_d[..., hidden:] * hbar
+        return zbar, zbar
+
+    zbar = run_diagonals(
+        step,
+        cells,
+        (hidden, x.dtype),
+        height,
+        width,
+        mask=flatten_grid(flip(mask)[..., None], len(batch))[..., 0],
+        mix=lambda zbar: zbar @ side_by_side,
+        min_length=min_length,
+        fill=fill,
+    )
+    zbar = flip(unflatten_grid(zbar, batch, height, width))
+    # sums over cells, one matmul each; W_W meets the pairs (h(i-1,j), zbar(i,j)), i >= 1
+    over_cells = lambda a, b: a.reshape(-1, a.shape[-1]).T @ b.reshape(-1, b.shape[-1])
+    grads = {
+        "W_in": over_cells(x, zbar),
+        "W_W": over_cells(h[..., :-1, :, :], zbar[..., 1:, :, :]),
+        "W_N": over_cells(h[..., :, :-1, :], zbar[..., :, 1:, :]),
+    }
+    if "b" in params:
+        grads["b"] = zbar.reshape(-1, hidden).sum(0)
+    grads, xbar = sum_like((grads, zbar @ params["W_in"].T), (params, x))
+    return grads, xbar, None
+
+
+_grid_wavefront.defvjp(_grid_wavefront_fwd, _grid_wavefront_bwd)
+
+
+def project(params, x, west, north):
+    """The pre-activation z(i,j) = W_in^T x(i,j) + W_W^T h(i-1,j) + W_N^T h(i,j-1) [+ b]."""
+    return cell.project_input(params, x) + west @ params["W_W"] + north @ params["W_N"]
+
+
+def _activation_slope(phi, h, pre_activation):
+    """phi'(z) for every cell: from h = phi(z) for tanh and sigmoid, else from z itself.
+
+    ``pre_activation()`` computes z (only called for other activations, which must act
+    elementwise).
+    """
+    if phi is jnp.tanh:
+        return 1 - h * h
+    if phi is jax.nn.sigmoid:
+        return h * (1 - h)
+    z = pre_activation()
+    return jax.jvp(phi, (z,), (jnp.ones_like(z),))[1]

@@ -44,10 +44,17 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from jaxrnn._checks import check_lengths, check_positive_int, dtype_of, is_concrete, shape_of
+from jaxrnn._checks import (
+    check_lengths,
+    check_positive_int,
+    dtype_of,
+    is_concrete,
+    is_int,
+    is_number,
+    shape_of,
+)
 from jaxrnn._scan import scan
 from jaxrnn._varying import sum_like, vary_like
 from jaxrnn.parallel.kalman import damped_newton_step
@@ -283,7 +290,7 @@ def _check_positive_float(value, *, name: str):
     """None, or a positive finite number."""
     if value is None:
         return
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)):
+    if not is_number(value):
         raise ValueError(f"{name}: expected a positive float or None, got {value!r}")
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"{name}: expected a positive finite float, got {value!r}")
@@ -316,7 +323,7 @@ def _check_arguments(
         raise ValueError(f"jacobian: expected one of {JACOBIANS}, got {jacobian!r}")
     if on_failure not in ON_FAILURE:
         raise ValueError(f"on_failure: expected one of {ON_FAILURE}, got {on_failure!r}")
-    if isinstance(batch_ndim, bool) or not isinstance(batch_ndim, (int, np.integer)):
+    if not is_int(batch_ndim):
         raise ValueError(f"batch_ndim: expected a non-negative int, got {batch_ndim!r}")
     if batch_ndim < 0:
         raise ValueError(f"batch_ndim: expected a non-negative int, got {batch_ndim}")

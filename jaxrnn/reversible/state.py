@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrnn._checks import is_concrete
+from jaxrnn._checks import is_concrete, is_int
 from jaxrnn.exact import buffer
 from jaxrnn.reversible import step as exact_step
 
@@ -142,7 +142,7 @@ def init(params, *, frac_bits: int = DEFAULT_FRAC_BITS) -> State:
 
 def validate_frac_bits(frac_bits) -> int:
     """``frac_bits`` as an int in [0, 62], or a ValueError naming it."""
-    if isinstance(frac_bits, bool) or not isinstance(frac_bits, (int, np.integer)):
+    if not is_int(frac_bits):
         raise ValueError(f"frac_bits: expected an integer in [0, 62], got {frac_bits!r}")
     if not 0 <= frac_bits <= 62:
         raise ValueError(f"frac_bits: expected an integer in [0, 62], got {frac_bits}")
