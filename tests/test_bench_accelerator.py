@@ -201,7 +201,7 @@ def test_rasters_much_slower_than_the_fastest_are_not_timed_again():
     names = list(accelerator.RASTERS)
     estimates = {
         name: accelerator.Estimate(call, 0.0)
-        for name, call in zip(names, (2.0, 1.0, 1.4), strict=True)
+        for name, call in zip(names[:3], (2.0, 1.0, 1.4), strict=True)
     }
     skipped = accelerator.slow_rasters(estimates)
     assert list(skipped) == [names[0]]  # 2x the fastest; 1.4x is still timed

@@ -129,7 +129,7 @@ def init_carry(batch_shape, hidden: int, dtype=jnp.float32):
     return jnp.zeros(batch_shape_tuple(batch_shape) + (hidden,), complex_dtype(dtype))
 
 
-def check(params, x, *, carry=None):
+def validate(params, x, *, carry=None):
     """Check the names and shapes of ``params``, the real ``x`` (*, D) and the complex
     ``carry`` (*, H)."""
     hidden, in_dim = check_matrix(params, "B_re")
@@ -155,7 +155,7 @@ def eigenvalues(params: dict):
 def coefficients(params: dict, x):
     """``(a, b)`` of h_t = a_t * h_{t-1} + b_t: a_t = lambda and b_t = gamma * (B x_t), each
     complex (*lead, H) for x (*lead, D): one step, or every step of a sequence."""
-    check(params, x)
+    validate(params, x)
     x = jnp.asarray(x)
     weights = params["B_re"] + 1j * params["B_im"]
     b = jnp.exp(params["gamma_log"]) * (x @ weights.T)
@@ -179,7 +179,7 @@ def apply(params: dict, carry, x):
     Returns:
       ``(h_t, y_t)``: complex (*batch, H) and real (*batch, D).
     """
-    check(params, x, carry=carry)
+    validate(params, x, carry=carry)
     a, b = coefficients(params, x)
     h = a * jnp.asarray(carry) + b
     return h, readout(params, h, x)

@@ -52,8 +52,8 @@ def log_positive(v):
     return jnp.where(v >= 0, jnp.log(jax.nn.relu(v) + 0.5), -jax.nn.softplus(-v))
 
 
-def check(params, x, *, carry=None, shapes=param_shapes):
-    """Check the names and shapes of ``params`` (``shapes(in_dim, hidden)``, read from
+def validate(params, x, *, carry=None, shapes=param_shapes):
+    """Validate the names and shapes of ``params`` (``shapes(in_dim, hidden)``, read from
     ``W_h``), of ``x`` (*, D) and of the ``carry`` (*, H)."""
     hidden, in_dim = check_matrix(params, "W_h")
     check_params(params, shapes(in_dim, hidden))
@@ -65,7 +65,7 @@ def check(params, x, *, carry=None, shapes=param_shapes):
 
 def log_coefficients(params: dict, x):
     """``(log a, log b)`` of h_t = a_t * h_{t-1} + b_t, each (*lead, H) for x (*lead, D)."""
-    check(params, x)
+    validate(params, x)
     x = jnp.asarray(x)
     k = x @ params["W_z"].T + params["b_z"]
     v = x @ params["W_h"].T + params["b_h"]
@@ -84,6 +84,14 @@ def readout(params: dict, hs, x):
     return hs
 
 
+def linear_step(coefficients, params: dict, carry, x):
+    """h_t = a_t * h_{t-1} + b_t with ``(a_t, b_t) = coefficients(params, x)``; the step's
+    output is :func:`readout` of h_t (minGRU and minLSTM alike)."""
+    a, b = coefficients(params, x)
+    h = a * jnp.asarray(carry) + b
+    return h, readout(params, h, x)
+
+
 def apply(params: dict, carry, x):
     """One step: ``(h_{t-1}, x_t) -> (h_t, h_t)`` with h_t = a_t * h_{t-1} + b_t.
 
@@ -95,7 +103,5 @@ def apply(params: dict, carry, x):
     Returns:
       ``(h_t, h_t)``, each of shape (*batch, H).
     """
-    check(params, x, carry=carry)
-    a, b = coefficients(params, x)
-    h = a * jnp.asarray(carry) + b
-    return h, readout(params, h, x)
+    validate(params, x, carry=carry)
+    return linear_step(coefficients, params, carry, x)

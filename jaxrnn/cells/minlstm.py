@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from jaxrnn._cell_pieces import check_sizes, uniform_weights
 from jaxrnn.cells import mingru
-from jaxrnn.cells.mingru import log_positive, readout
+from jaxrnn.cells.mingru import linear_step, log_positive
 
 GATES = ("f", "i", "h")
 
@@ -48,15 +48,18 @@ def init(key, in_dim: int, hidden: int, *, dtype=jnp.float32) -> dict:
 #: The zero state h_0, shape (*batch_shape, H), as for minGRU.
 init_carry = mingru.init_carry
 
+#: The outputs from the states, as for minGRU.
+readout = mingru.readout
 
-def check(params, x, *, carry=None):
-    """Check the names and shapes of ``params``, ``x`` (*, D) and the ``carry`` (*, H)."""
-    mingru.check(params, x, carry=carry, shapes=param_shapes)
+
+def validate(params, x, *, carry=None):
+    """Validate the names and shapes of ``params``, ``x`` (*, D) and the ``carry`` (*, H)."""
+    mingru.validate(params, x, carry=carry, shapes=param_shapes)
 
 
 def log_coefficients(params: dict, x):
     """``(log a, log b)`` of h_t = a_t * h_{t-1} + b_t, each (*lead, H) for x (*lead, D)."""
-    check(params, x)
+    validate(params, x)
     x = jnp.asarray(x)
 
     def pre(gate):
@@ -83,7 +86,5 @@ def apply(params: dict, carry, x):
     Returns:
       ``(h_t, h_t)``, each of shape (*batch, H).
     """
-    check(params, x, carry=carry)
-    a, b = coefficients(params, x)
-    h = a * jnp.asarray(carry) + b
-    return h, readout(params, h, x)
+    validate(params, x, carry=carry)
+    return linear_step(coefficients, params, carry, x)

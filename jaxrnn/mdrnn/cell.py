@@ -68,11 +68,6 @@ def project_input(params: dict, x):
     return xw + params["b"] if "b" in params else xw
 
 
-def stacked_recurrent(params: dict):
-    """[W_W; W_N], shape (2 hidden, hidden): one matmul of [h(i-1,j), h(i,j-1)] gives both."""
-    return jnp.concatenate([params["W_W"], params["W_N"]], axis=0)
-
-
 def apply(params: dict, h_west, h_north, x, *, activation="tanh"):
     """One grid cell: ``h(i,j) = phi(W_in^T x(i,j) + W_W^T h(i-1,j) + W_N^T h(i,j-1) [+ b])``.
 
