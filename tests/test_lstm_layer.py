@@ -241,10 +241,13 @@ def test_the_gradient_is_the_custom_vjp_and_runs_two_scans():
     params, carry, xs = _setup(5)
     jaxpr = str(jax.make_jaxpr(lambda p: lstm_layer(p, carry, xs)[1].sum())(params))
     assert "custom_vjp_call" in jaxpr
-    steps = jaxrnn.steps.sequential_steps(
-        jax.grad(lambda p: lstm_layer(p, carry, xs, choices=Choices(1, 1))[1].sum()), params
-    )
-    assert steps == 2 * T  # one forward scan, one reverse scan
+    def steps(choices):
+        loss = lambda p: lstm_layer(p, carry, xs, choices=choices)[1].sum()
+        return jaxrnn.steps.sequential_steps(jax.grad(loss), params)
+
+    assert steps(Choices(1, 1, block=1)) == 2 * T  # one forward scan, one reverse scan
+    assert steps(Choices(block=3)) == 2 * 3  # ceil(7 / 3) blocks each way
+    assert steps(Choices()) == 2  # the default's blocks of 8 steps: T = 7 is one block
 
 
 def test_fuse_stacks_gates_i_f_o_c_and_unfuse_inverts_it():
