@@ -76,15 +76,8 @@ def coefficients(params: dict, x):
 
 
 def apply(params: dict, carry, x):
-    """One step: ``(h_{t-1}, x_t) -> (h_t, h_t)`` with h_t = a_t * h_{t-1} + b_t.
-
-    Args:
-      params: as made by :func:`init`.
-      carry: h_{t-1}, shape (*batch, H).
-      x: x_t, shape (*batch, D).
-
-    Returns:
-      ``(h_t, h_t)``, each of shape (*batch, H).
-    """
+    """One step: ``(h_{t-1}, x_t) -> (h_t, h_t)`` with h_t = a_t * h_{t-1} + b_t and
+    (a_t, b_t) from :func:`coefficients`; shapes as in :func:`jaxrnn.cells.mingru.apply`,
+    ``params`` as made by :func:`init`."""
     validate(params, x, carry=carry)
     return linear_step(coefficients, params, carry, x)
