@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import jaxrnn
-from jaxrnn import bptt, mdrnn
+from jaxrnn import bptt, mdrnn, parallel
 from jaxrnn.cells import lstm
 
 OLD_MODULES = [
@@ -23,6 +23,9 @@ OLD_MODULES = [
     ("jaxrnn.bptt.lstm", "lstm", bptt.lstm),
     ("jaxrnn.bptt.elman", "elman", bptt.elman),
     ("jaxrnn.bptt.lstm_scalar", "lstm_scalar", bptt.lstm_scalar),
+    ("jaxrnn.mdrnn.raster", "raster_fast", mdrnn.raster_fast),
+    ("jaxrnn.mdrnn.wavefront", "wavefront", mdrnn.wavefront),
+    ("jaxrnn.parallel.deer", "deer", parallel.deer),
 ]
 
 

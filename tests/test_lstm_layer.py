@@ -241,6 +241,7 @@ def test_the_gradient_is_the_custom_vjp_and_runs_two_scans():
     params, carry, xs = _setup(5)
     jaxpr = str(jax.make_jaxpr(lambda p: lstm_layer(p, carry, xs)[1].sum())(params))
     assert "custom_vjp_call" in jaxpr
+
     def steps(choices):
         loss = lambda p: lstm_layer(p, carry, xs, choices=choices)[1].sum()
         return jaxrnn.steps.sequential_steps(jax.grad(loss), params)

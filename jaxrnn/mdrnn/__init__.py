@@ -9,12 +9,18 @@ Beyond the textbook: ``mdlstm`` (the MD-LSTM cell on the same wavefront),
 different sizes (``sizes=``) and ``grid3d`` (n1+n2+n3-2 steps on a 3-D grid).
 """
 
-from jaxrnn.mdrnn import directions, grid3d, mdlstm
+from jaxrnn._deprecated import alias_module
+from jaxrnn.mdrnn import _raster, _wavefront, directions, grid3d, mdlstm
+from jaxrnn.mdrnn._raster import raster, raster_fast
+from jaxrnn.mdrnn._wavefront import plan, wavefront
 from jaxrnn.mdrnn.cell import apply, init, n_flops, n_multiply_adds, n_weights, param_shapes
 from jaxrnn.mdrnn.directions import DIRECTIONS, four_directions, init_four
-from jaxrnn.mdrnn.raster import raster, raster_fast
-from jaxrnn.mdrnn.wavefront import plan, wavefront
 from jaxrnn.steps import sequential_steps
+
+# The implementation modules are private: ``jaxrnn.mdrnn.raster`` and ``.wavefront`` are the
+# functions; the old module paths still import, with a warning (CHANGELOG.md).
+alias_module("jaxrnn.mdrnn.raster", _raster, "jaxrnn.mdrnn.raster (the function)")
+alias_module("jaxrnn.mdrnn.wavefront", _wavefront, "jaxrnn.mdrnn.wavefront (the function)")
 
 __all__ = [
     "DIRECTIONS",

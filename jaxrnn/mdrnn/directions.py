@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from jaxrnn._cell_pieces import resolve_activation
 from jaxrnn._checks import shape_of
 from jaxrnn.mdrnn import cell
-from jaxrnn.mdrnn.wavefront import check_grouping, check_sizes_arg, masked_wavefront, size_mask
+from jaxrnn.mdrnn._wavefront import check_grouping, check_sizes_arg, masked_wavefront, size_mask
 
 DIRECTIONS = ((False, False), (False, True), (True, False), (True, True))
 

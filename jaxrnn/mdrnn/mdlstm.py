@@ -19,7 +19,7 @@ from jaxrnn._cell_pieces import check_sizes, uniform_weights
 from jaxrnn._checks import check_matrix, check_params
 from jaxrnn._deprecated import alias
 from jaxrnn.mdrnn import cell
-from jaxrnn.mdrnn.wavefront import (
+from jaxrnn.mdrnn._wavefront import (
     check_grouping,
     check_sizes_arg,
     flatten_grid,

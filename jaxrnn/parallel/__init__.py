@@ -10,11 +10,17 @@
   programs (``jaxrnn parallel depth`` prints the table).
 """
 
+from jaxrnn._deprecated import alias_module
+from jaxrnn.parallel import _deer
+from jaxrnn.parallel._deer import DeerInfo, DeerNotConverged, DeerNotConvergedWarning, deer
 from jaxrnn.parallel.associative import scan_associative
-from jaxrnn.parallel.deer import DeerInfo, DeerNotConverged, DeerNotConvergedWarning, deer
 from jaxrnn.parallel.depth import DepthRow, measure_depths
 from jaxrnn.parallel.linear import final_state, linear_recurrence
 from jaxrnn.parallel.segments import scan_with_resets
+
+# ``jaxrnn.parallel.deer`` is the function; the old module path still imports, with a
+# warning (CHANGELOG.md).
+alias_module("jaxrnn.parallel.deer", _deer, "jaxrnn.parallel.deer (the function)")
 
 __all__ = [
     "DeerInfo",

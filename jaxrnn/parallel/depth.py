@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from jaxrnn._checks import check_positive_int
 from jaxrnn._scan import scan
 from jaxrnn.cells import elman
-from jaxrnn.parallel.deer import deer
+from jaxrnn.parallel._deer import deer
 from jaxrnn.parallel.linear import linear_recurrence
 from jaxrnn.steps import parallel_depth, sequential_steps
 
