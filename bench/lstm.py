@@ -139,15 +139,13 @@ def equinox_scan(params, xs):
     return _jax_contender(batched, (cell, xs))
 
 
-def torch_lstm(params, xs, threads=None):
-    """PyTorch's nn.LSTM with ``threads`` (None: its default) intra-op threads."""
+def _torch_calls(module, xs, threads: int):
+    """A PyTorch RNN module's forward and forward+backward (gradients of sum(ys) with
+    respect to the weights and the inputs) on ``xs``, with ``threads`` intra-op threads
+    set before every call."""
     import numpy as np
     import torch
-    from torch.profiler import ProfilerActivity, profile
 
-    threads = threads or DEFAULT_TORCH_THREADS
-    module = torch.nn.LSTM(D, H)
-    module.load_state_dict(jaxrnn.interop.to_torch_lstm(params))
     x = torch.from_numpy(np.array(xs)).requires_grad_(True)
     weights = list(module.parameters())
 
@@ -159,6 +157,18 @@ def torch_lstm(params, xs, threads=None):
     def forward_backward():
         torch.set_num_threads(threads)
         return torch.autograd.grad(module(x)[0].sum(), weights + [x])
+
+    return forward, forward_backward
+
+
+def torch_lstm(params, xs, threads=None):
+    """PyTorch's nn.LSTM with ``threads`` (None: its default) intra-op threads."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    module = torch.nn.LSTM(D, H)
+    module.load_state_dict(jaxrnn.interop.to_torch_lstm(params))
+    forward, forward_backward = _torch_calls(module, xs, threads or DEFAULT_TORCH_THREADS)
 
     def peak(fn):
         # torch has no peak counter on CPU: replay the profiler's allocation events in time
@@ -498,24 +508,11 @@ def flax_gru(params, xs):
 
 def torch_gru(params, xs, threads):
     """PyTorch's nn.GRU with ``threads`` OpenMP threads (set before every call)."""
-    import numpy as np
     import torch
 
     module = torch.nn.GRU(D, H)
     module.load_state_dict(jaxrnn.interop.to_torch_gru(params))
-    x = torch.from_numpy(np.array(xs)).requires_grad_(True)
-    weights = list(module.parameters())
-
-    def forward():
-        torch.set_num_threads(threads)
-        with torch.no_grad():
-            return module(x)[0]
-
-    def forward_backward():
-        torch.set_num_threads(threads)
-        return torch.autograd.grad(module(x)[0].sum(), weights + [x])
-
-    return forward, forward_backward, None, None, None
+    return *_torch_calls(module, xs, threads), None, None, None
 
 
 def gru_tables(params, xs, rounds):
