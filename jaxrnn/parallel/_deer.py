@@ -58,7 +58,7 @@ from jaxrnn._checks import (
 from jaxrnn._scan import scan
 from jaxrnn._varying import sum_like, vary_like
 from jaxrnn.parallel.kalman import damped_newton_step
-from jaxrnn.parallel.linear import linear_recurrence
+from jaxrnn.parallel.linear import linear_recurrence, matvec
 from jaxrnn.parallel.timesplit import check_time_mesh
 
 JACOBIANS = ("full", "diagonal")
@@ -111,7 +111,7 @@ def _linearisation(step, params, s0, states, xs, jacobian: str):
     if jacobian == "diagonal":
         jac = jnp.diagonal(jac, axis1=-2, axis2=-1)
         return jac, values - jac * prev
-    return jac, values - jnp.einsum("tij,tj->ti", jac, prev)
+    return jac, values - matvec(jac, prev)
 
 
 def _residual(step, params, s0, states, xs):

@@ -39,7 +39,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxrnn.parallel.linear import matvec, segment_elements
+from jaxrnn.parallel.linear import matmul, matvec, segment_elements
 from jaxrnn.parallel.timesplit import split_associative_scan
 
 
@@ -51,14 +51,14 @@ def _combine_full(earlier, later):
     """Two filter elements with full (H, H) matrices, ``earlier`` met first."""
     a_i, b_i, c_i, j_i, eta_i = earlier
     a_j, b_j, c_j, j_j, eta_j = later
-    m = jnp.eye(a_i.shape[-1], dtype=a_i.dtype) + c_i @ j_j
+    m = jnp.eye(a_i.shape[-1], dtype=a_i.dtype) + matmul(c_i, j_j)
     a_j_m = _transpose(jnp.linalg.solve(_transpose(m), _transpose(a_j)))  # A_j M^-1
     a_i_m = _transpose(jnp.linalg.solve(m, a_i))  # A_i^T M^-T
     return (
-        a_j_m @ a_i,
+        matmul(a_j_m, a_i),
         matvec(a_j_m, b_i + matvec(c_i, eta_j)) + b_j,
-        a_j_m @ c_i @ _transpose(a_j) + c_j,
-        a_i_m @ j_j @ a_i + j_i,
+        matmul(matmul(a_j_m, c_i), _transpose(a_j)) + c_j,
+        matmul(matmul(a_i_m, j_j), a_i) + j_i,
         matvec(a_i_m, eta_j - matvec(j_j, b_i)) + eta_i,
     )
 
@@ -104,7 +104,7 @@ def damped_newton_step(transitions, offsets, s0, guess, damping: float, *, kind:
             (1 - gain) * dynamics,
             inputs + gain * innovation,
             jnp.broadcast_to((1 - gain) * eye, dynamics.shape),
-            gain * _transpose(dynamics) @ dynamics,
+            gain * matmul(_transpose(dynamics), dynamics),
             gain * matvec(_transpose(dynamics), innovation),
         )
         combine = _combine_full

@@ -27,16 +27,29 @@ from jaxrnn.parallel.segments import check_resets
 from jaxrnn.parallel.timesplit import check_time_mesh, split_associative_scan
 
 
+# The solvers' products run at full precision. On a GPU, JAX's default float32 product is
+# TF32 (about three significant digits): its error compounds through the log T levels of
+# matrix products, and in DEER it enters the offsets f(s) - J s directly, where it kept
+# the Newton residual above its float32 tolerance for 100 iterations on an H200
+# (bench/RESULTS.md, "accelerator"). A CPU computes float32 products in full anyway.
+PRECISION = jax.lax.Precision.HIGHEST
+
+
 def matvec(a, v):
-    """a @ v over leading batch axes: a (..., H, H), v (..., H) -> (..., H)."""
-    return jnp.einsum("...ij,...j->...i", a, v)
+    """a @ v over leading batch axes: a (..., H, H), v (..., H) -> (..., H), at PRECISION."""
+    return jnp.einsum("...ij,...j->...i", a, v, precision=PRECISION)
+
+
+def matmul(a, c):
+    """a @ c over leading batch axes: (..., H, H) @ (..., H, H), at PRECISION."""
+    return jnp.matmul(a, c, precision=PRECISION)
 
 
 def _combine_full(earlier, later):
     """(A_2, b_2) o (A_1, b_1) = (A_2 A_1, A_2 b_1 + b_2) with full matrices."""
     a1, b1 = earlier
     a2, b2 = later
-    return a2 @ a1, matvec(a2, b1) + b2
+    return matmul(a2, a1), matvec(a2, b1) + b2
 
 
 def _combine_diagonal(earlier, later):
@@ -183,7 +196,9 @@ def linear_recurrence(A, b, h0, *, lengths=None, resets=None, reverse: bool = Fa
     matrix products (see ``jaxrnn.steps.parallel_depth``) and does more total work: each
     level multiplies matrices, (T, H, H) @ (T, H, H), where the loop needs matrix-vector
     products only. Pass diagonals when A is diagonal: every product is then elementwise,
-    and complex diagonals (LRU, SPEC §12) are welcome.
+    and complex diagonals (LRU, SPEC §12) are welcome. Matrix products run at
+    ``jax.lax.Precision.HIGHEST``: a GPU's default float32 product (TF32) would lose
+    digits at every level (:data:`PRECISION`).
 
     With ``mesh`` (a 1-D ``jax.sharding.Mesh`` of P devices) the T steps are split into P
     chunks: each device scans its chunk, the P chunks' composed maps are combined on every
