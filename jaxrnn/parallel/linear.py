@@ -26,7 +26,6 @@ from jaxrnn._checks import check_lengths, dtype_of, shape_of
 from jaxrnn.parallel.segments import check_resets
 from jaxrnn.parallel.timesplit import check_time_mesh, split_associative_scan
 
-
 # The solvers' products run at full precision. On a GPU, JAX's default float32 product is
 # TF32 (about three significant digits): its error compounds through the log T levels of
 # matrix products, and in DEER it enters the offsets f(s) - J s directly, where it kept
