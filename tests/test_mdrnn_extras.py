@@ -139,6 +139,59 @@ def test_hand_backward_of_the_wavefront_with_bias_sizes_and_any_activation(activ
     np.testing.assert_array_equal(g_wave[1][0, :, 2:], 0.0)  # outside grid 0: no gradient
 
 
+@pytest.mark.parametrize("batch_chunk", [None, 1, 4])
+def test_a_batch_run_in_chunks_equals_each_grid_alone_with_gradients(batch_chunk):
+    """Six grids (batch (2, 3)) run ``batch_chunk`` at a time (4: one chunk padded with two
+    empty grids): h equals the NumPy double loop on each grid, and the gradients equal
+    autodiff of the raster of each grid alone."""
+    x = grid_inputs((2, 3, 4, 5))
+    target = jax.random.normal(jax.random.PRNGKey(7), (2, 3, 4, 5, 4), jnp.float64)
+    h = mdrnn.wavefront(PARAMS, x, batch_chunk=batch_chunk)
+    for b in np.ndindex(2, 3):
+        np.testing.assert_allclose(h[b], numpy_grid(PARAMS, np.asarray(x[b])), rtol=1e-12)
+
+    def wave_loss(p, a):
+        return jnp.sum((mdrnn.wavefront(p, a, batch_chunk=batch_chunk) - target) ** 2)
+
+    def raster_loss(p, a):
+        return sum(jnp.sum((mdrnn.raster(p, a[b]) - target[b]) ** 2) for b in np.ndindex(2, 3))
+
+    g_wave = jax.grad(wave_loss, argnums=(0, 1))(PARAMS, x)
+    g_raster = jax.grad(raster_loss, argnums=(0, 1))(PARAMS, x)
+    for a, b in zip(jax.tree.leaves(g_wave), jax.tree.leaves(g_raster), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_default_chunks_differ_forward_and_backward_and_change_nothing(monkeypatch):
+    """With a 256-byte budget, 4x5 grids of hidden 4 in float64 run 2 at a time forward
+    (a diagonal's inputs: 4 x 4 x 8 = 128 bytes a grid) and 1 at a time backward (twice
+    that); five grids leave a padded chunk. Values and gradients equal the whole batch's."""
+    from jaxrnn.mdrnn import _batch_chunks
+
+    x = grid_inputs((5, 4, 5))
+    loss = lambda p, a, **kw: jnp.sum(jnp.sin(mdrnn.wavefront(p, a, **kw)))
+    whole = jax.value_and_grad(loss, argnums=(0, 1))(PARAMS, x, batch_chunk=5)
+    monkeypatch.setattr(_batch_chunks, "DIAGONAL_BYTES", 256)
+    assert _batch_chunks.default_chunk((5, 4, 5), 4, jnp.float64) == 2
+    assert _batch_chunks.default_chunk((5, 4, 5), 8, jnp.float64) == 1
+    split = jax.value_and_grad(loss, argnums=(0, 1))(PARAMS, x)
+    for a, b in zip(jax.tree.leaves(split), jax.tree.leaves(whole), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+    # and the forward really runs in chunks: 3 of them, H+W-1 = 8 steps each
+    assert mdrnn.sequential_steps(lambda a: mdrnn.wavefront(PARAMS, a), x) == 3 * 8
+
+
+def test_chunk_size_keeps_one_diagonal_of_the_chunk_within_32_kib():
+    """(longest diagonal) x hidden x itemsize x chunk <= 32 KiB, and at least one grid."""
+    from jaxrnn.mdrnn._batch_chunks import chunk_size
+
+    assert chunk_size(128, 128, 32, jnp.float32) == 2  # 128 * 32 * 4 = 16 KiB a grid
+    assert chunk_size(64, 300, 32, jnp.float32) == 4
+    assert chunk_size(128, 128, 32, jnp.float64) == 1
+    assert chunk_size(1000, 1000, 64, jnp.float32) == 1  # larger than the budget alone
+    assert chunk_size(1, 1, 1, jnp.float32) == 8192
+
+
 # ---- MD-LSTM -----------------------------------------------------------------------------
 
 
@@ -288,6 +341,9 @@ X = grid_inputs((4, 5))
         (lambda: mdrnn.wavefront(PARAMS, X, sizes=jnp.array([5, 5])), "H_b <= 4"),
         (lambda: mdrnn.wavefront(PARAMS, X, fill=0.0), "fill"),
         (lambda: mdrnn.wavefront(PARAMS, X, min_length=0), "min_length"),
+        (lambda: mdrnn.wavefront(PARAMS, X, batch_chunk=0), "batch_chunk"),
+        (lambda: mdrnn.wavefront(PARAMS, X, batch_chunk=2.0), "batch_chunk"),
+        (lambda: mdrnn.wavefront(PARAMS, X, batch_chunk=True), "batch_chunk"),
         (lambda: mdrnn.wavefront(PARAMS, X, activation="relu6"), "activation"),
         (lambda: mdrnn.init(jax.random.PRNGKey(0), 0, 4), "in_dim"),
         (lambda: mdrnn.n_flops(0, 4, 3, 4), "height"),

@@ -34,6 +34,7 @@ from jaxrnn._cell_pieces import resolve_activation
 from jaxrnn._checks import check_positive_int, dtype_of, is_concrete, is_number, shape_of
 from jaxrnn._varying import sum_like, vary_like
 from jaxrnn.mdrnn import cell
+from jaxrnn.mdrnn._batch_chunks import default_chunk, over_chunks
 
 
 @dataclass(frozen=True)
@@ -251,7 +252,14 @@ def unflatten_grid(a, batch: tuple[int, ...], height: int, width: int):
 
 
 def wavefront(
-    params: dict, x, *, activation="tanh", sizes=None, min_length: int = 8, fill: float = 0.75
+    params: dict,
+    x,
+    *,
+    activation="tanh",
+    sizes=None,
+    min_length: int = 8,
+    fill: float = 0.75,
+    batch_chunk: int | None = None,
 ):
     """All hidden activations of the grid in H+W-1 sequential steps, one per anti-diagonal.
 
@@ -266,6 +274,13 @@ def wavefront(
         different sizes runs as one padded batch.
       min_length, fill: how diagonals are grouped into static-shaped scans (:func:`plan`);
         they change the speed, never the result.
+      batch_chunk: grids per wavefront: a batch of more runs that many at a time, one
+        chunk after the other (``lax.map``), forward and backward, in n_chunks (H+W-1)
+        sequential steps. None (default): on a CPU, as many as keep one diagonal of the
+        chunk's inputs within a core's first-level cache (:mod:`jaxrnn.mdrnn._batch_chunks`;
+        at G = 128, hidden = 32, float32: 2 forward, 1 backward, whose cells read twice as
+        many numbers), elsewhere the whole batch. Changes the speed,
+        never the result.
 
     Returns:
       h, shape (*batch, H, W, hidden).
@@ -273,12 +288,16 @@ def wavefront(
     in_dim, hidden = cell.validate_params(params)
     batch, height, width = cell.check_grid(x, in_dim)
     check_grouping(min_length, fill)
+    if batch_chunk is not None:
+        check_positive_int(batch_chunk, name="batch_chunk")
     mask = None
     if sizes is not None:
         check_sizes_arg(sizes, batch, height, width)
         mask = size_mask(sizes, height, width)
     phi = resolve_activation(activation)
-    return masked_wavefront(params, x, mask, phi, min_length=min_length, fill=fill)
+    return masked_wavefront(
+        params, x, mask, phi, min_length=min_length, fill=fill, batch_chunk=batch_chunk
+    )
 
 
 def check_grouping(min_length, fill) -> None:
@@ -287,7 +306,16 @@ def check_grouping(min_length, fill) -> None:
         raise ValueError(f"fill: expected a number in (0, 1], got {fill!r}")
 
 
-def masked_wavefront(params: dict, x, mask, phi, *, min_length: int = 8, fill: float = 0.75):
+def masked_wavefront(
+    params: dict,
+    x,
+    mask,
+    phi,
+    *,
+    min_length: int = 8,
+    fill: float = 0.75,
+    batch_chunk: int | None = None,
+):
     """:func:`wavefront` without validation; ``mask`` None or boolean (*batch, H, W).
 
     Its gradient is a wavefront too (:func:`_grid_wavefront_bwd`), not autodiff of the
@@ -297,7 +325,28 @@ def masked_wavefront(params: dict, x, mask, phi, *, min_length: int = 8, fill: f
     params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), params)
     if mask is None:
         mask = jnp.ones(x.shape[:-1], bool)
-    return _grid_wavefront(params, jnp.asarray(x, dtype), mask, phi, min_length, fill)
+    hidden = params["W_in"].shape[1]
+    # per cell, the forward pass reads hidden numbers (W_in^T x), the backward 2 hidden
+    chunks = (
+        (batch_chunk,) * 2
+        if batch_chunk is not None
+        else (
+            default_chunk(x.shape[:-1], hidden, dtype),
+            default_chunk(x.shape[:-1], 2 * hidden, dtype),
+        )
+    )
+    grouping = (min_length, fill, *chunks)
+    return _grid_wavefront(params, jnp.asarray(x, dtype), mask, phi, grouping)
+
+
+def _batch_chunks(fn, chunk: int, *arrays):
+    """``fn(*arrays)`` on grids (*batch, H, W, ...), ``chunk`` grids at a time."""
+    batch = arrays[0].shape[:-3]
+    if not batch:
+        return fn(*arrays)
+    flat = [a.reshape((-1, *a.shape[len(batch) :])) for a in arrays]
+    out = over_chunks(fn, chunk, *flat)
+    return out.reshape((*batch, *out.shape[1:]))
 
 
 def _run_grid_cell(params, x, mask, phi, min_length, fill):
@@ -327,13 +376,19 @@ def _run_grid_cell(params, x, mask, phi, min_length, fill):
     return unflatten_grid(hs, batch, height, width)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
-def _grid_wavefront(params, x, mask, phi, min_length, fill):
-    return _run_grid_cell(params, x, mask, phi, min_length, fill)
+def _grid_cell_in_chunks(params, x, mask, phi, grouping):
+    min_length, fill, chunk, _ = grouping
+    run = lambda x, mask: _run_grid_cell(params, x, mask, phi, min_length, fill)
+    return _batch_chunks(run, chunk, x, mask)
 
 
-def _grid_wavefront_fwd(params, x, mask, phi, min_length, fill):
-    h = _run_grid_cell(params, x, mask, phi, min_length, fill)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _grid_wavefront(params, x, mask, phi, grouping):
+    return _grid_cell_in_chunks(params, x, mask, phi, grouping)
+
+
+def _grid_wavefront_fwd(params, x, mask, phi, grouping):
+    h = _grid_cell_in_chunks(params, x, mask, phi, grouping)
     return h, (params, x, mask, h)
 
 
@@ -344,7 +399,7 @@ def _neighbours(h):
     return west, north
 
 
-def _grid_wavefront_bwd(phi, min_length, fill, residuals, dh):
+def _grid_wavefront_bwd(phi, grouping, residuals, dh):
     """The adjoint recursion, run as a wavefront on the grid flipped in both directions.
 
     With z(i,j) the pre-activation and zbar = dL/dz, backprop through the grid cell is
@@ -354,16 +409,15 @@ def _grid_wavefront_bwd(phi, min_length, fill, residuals, dh):
 
     a grid recurrence from the bottom-right corner: flipped, (i+1, j) and (i, j+1) are the
     neighbours h(i-1, j) and h(i, j-1) of the forward cell, so the same engine runs it in
-    H+W-1 steps with state zbar. The weights' gradients are then sums over all cells, one
-    matmul each: W_inbar = sum x^T zbar, W_Wbar = sum h(i-1,j)^T zbar, W_Nbar = sum
-    h(i,j-1)^T zbar, bbar = sum zbar, and xbar = zbar W_in^T.
+    H+W-1 steps with state zbar (in the forward's chunks of the batch). The weights'
+    gradients are then sums over all cells, one matmul each: W_inbar = sum x^T zbar,
+    W_Wbar = sum h(i-1,j)^T zbar, W_Nbar = sum h(i,j-1)^T zbar, bbar = sum zbar, and
+    xbar = zbar W_in^T.
     """
     params, x, mask, h = residuals
+    min_length, fill, _, chunk = grouping
     hidden = params["W_in"].shape[1]
-    batch, (height, width) = x.shape[:-3], x.shape[-3:-1]
     slope = _activation_slope(phi, h, lambda: project(params, x, *_neighbours(h)))
-    flip = lambda a: jnp.flip(a, axis=(len(batch), len(batch) + 1))
-    cells = flatten_grid(flip(jnp.concatenate([dh, slope], axis=-1)), len(batch))
     # zbar @ [W_W^T, W_N^T]: a cell's terms for both of its (flipped) neighbours
     side_by_side = jnp.concatenate([params["W_W"].T, params["W_N"].T], axis=1)
 
@@ -372,18 +426,23 @@ def _grid_wavefront_bwd(phi, min_length, fill, residuals, dh):
         zbar = cells_d[..., hidden:] * hbar
         return zbar, zbar
 
-    zbar = run_diagonals(
-        step,
-        cells,
-        (hidden, x.dtype),
-        height,
-        width,
-        mask=flatten_grid(flip(mask)[..., None], len(batch))[..., 0],
-        mix=lambda zbar: zbar @ side_by_side,
-        min_length=min_length,
-        fill=fill,
-    )
-    zbar = flip(unflatten_grid(zbar, batch, height, width))
+    def adjoint(dh, slope, mask):
+        batch, (height, width) = dh.shape[:-3], dh.shape[-3:-1]
+        flip = lambda a: jnp.flip(a, axis=(len(batch), len(batch) + 1))
+        zbar = run_diagonals(
+            step,
+            flatten_grid(flip(jnp.concatenate([dh, slope], axis=-1)), len(batch)),
+            (hidden, dh.dtype),
+            height,
+            width,
+            mask=flatten_grid(flip(mask)[..., None], len(batch))[..., 0],
+            mix=lambda zbar: zbar @ side_by_side,
+            min_length=min_length,
+            fill=fill,
+        )
+        return flip(unflatten_grid(zbar, batch, height, width))
+
+    zbar = _batch_chunks(adjoint, chunk, dh, slope, mask)
     # sums over cells, one matmul each; W_W meets the pairs (h(i-1,j), zbar(i,j)), i >= 1
     over_cells = lambda a, b: a.reshape(-1, a.shape[-1]).T @ b.reshape(-1, b.shape[-1])
     grads = {
