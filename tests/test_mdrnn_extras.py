@@ -163,15 +163,15 @@ def test_a_batch_run_in_chunks_equals_each_grid_alone_with_gradients(batch_chunk
 
 
 def test_default_chunks_differ_forward_and_backward_and_change_nothing(monkeypatch):
-    """With a 256-byte budget, 4x5 grids of hidden 4 in float64 run 2 at a time forward
-    (a diagonal's inputs: 4 x 4 x 8 = 128 bytes a grid) and 1 at a time backward (twice
+    """With a 1280-byte budget, 4x5 grids of hidden 4 in float64 run 2 at a time forward
+    (the per-cell inputs: 20 x 4 x 8 = 640 bytes a grid) and 1 at a time backward (twice
     that); five grids leave a padded chunk. Values and gradients equal the whole batch's."""
     from jaxrnn.mdrnn import _batch_chunks
 
     x = grid_inputs((5, 4, 5))
     loss = lambda p, a, **kw: jnp.sum(jnp.sin(mdrnn.wavefront(p, a, **kw)))
     whole = jax.value_and_grad(loss, argnums=(0, 1))(PARAMS, x, batch_chunk=5)
-    monkeypatch.setattr(_batch_chunks, "DIAGONAL_BYTES", 256)
+    monkeypatch.setattr(_batch_chunks, "CHUNK_BYTES", 1280)
     assert _batch_chunks.default_chunk((5, 4, 5), 4, jnp.float64) == 2
     assert _batch_chunks.default_chunk((5, 4, 5), 8, jnp.float64) == 1
     split = jax.value_and_grad(loss, argnums=(0, 1))(PARAMS, x)
@@ -181,15 +181,16 @@ def test_default_chunks_differ_forward_and_backward_and_change_nothing(monkeypat
     assert mdrnn.sequential_steps(lambda a: mdrnn.wavefront(PARAMS, a), x) == 3 * 8
 
 
-def test_chunk_size_keeps_one_diagonal_of_the_chunk_within_32_kib():
-    """(longest diagonal) x hidden x itemsize x chunk <= 32 KiB, and at least one grid."""
+def test_chunk_size_keeps_a_chunk_of_grids_within_2_mib():
+    """H x W x per_cell x itemsize x chunk <= 2 MiB, and at least one grid."""
     from jaxrnn.mdrnn._batch_chunks import chunk_size
 
-    assert chunk_size(128, 128, 32, jnp.float32) == 2  # 128 * 32 * 4 = 16 KiB a grid
-    assert chunk_size(64, 300, 32, jnp.float32) == 4
-    assert chunk_size(128, 128, 32, jnp.float64) == 1
+    assert chunk_size(128, 128, 32, jnp.float32) == 1  # 128 * 128 * 32 * 4 = 2 MiB a grid
+    assert chunk_size(64, 64, 32, jnp.float32) == 4
+    assert chunk_size(32, 32, 32, jnp.float32) == 16
+    assert chunk_size(64, 64, 64, jnp.float64) == 1
     assert chunk_size(1000, 1000, 64, jnp.float32) == 1  # larger than the budget alone
-    assert chunk_size(1, 1, 1, jnp.float32) == 8192
+    assert chunk_size(1, 1, 1, jnp.float32) == 2**19
 
 
 # ---- MD-LSTM -----------------------------------------------------------------------------

@@ -276,10 +276,10 @@ def wavefront(
         they change the speed, never the result.
       batch_chunk: grids per wavefront: a batch of more runs that many at a time, one
         chunk after the other (``lax.map``), forward and backward, in n_chunks (H+W-1)
-        sequential steps. None (default): on a CPU, as many as keep one diagonal of the
-        chunk's inputs within a core's first-level cache (:mod:`jaxrnn.mdrnn._batch_chunks`;
-        at G = 128, hidden = 32, float32: 2 forward, 1 backward, whose cells read twice as
-        many numbers), elsewhere the whole batch. Changes the speed,
+        sequential steps. None (default): on a CPU, as many as keep a chunk's cells within
+        about 2 MiB (:mod:`jaxrnn.mdrnn._batch_chunks`; at hidden = 32, float32: 1 grid at
+        G = 128, 4 at G = 64, 16 at G = 32; the backward pass half as many), elsewhere the
+        whole batch. Changes the speed,
         never the result.
 
     Returns:
