@@ -28,9 +28,10 @@ from jaxrnn.parallel.timesplit import check_time_mesh, split_associative_scan
 
 # The solvers' products run at full precision. On a GPU, JAX's default float32 product is
 # TF32 (about three significant digits): its error compounds through the log T levels of
-# matrix products, and in DEER it enters the offsets f(s) - J s directly, where it kept
-# the Newton residual above its float32 tolerance for 100 iterations on an H200
-# (bench/RESULTS.md, "accelerator"). A CPU computes float32 products in full anyway.
+# matrix products, and in DEER it enters the offsets f(s) - J s directly. With it, DEER in
+# float32 did not converge within 100 iterations on an H200 where quasi-DEER (no matrix
+# products) did (bench/RESULTS.md, "accelerator"). A CPU computes float32 products in
+# full anyway.
 PRECISION = jax.lax.Precision.HIGHEST
 
 
