@@ -12,21 +12,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.extend import core as jex_core
 
 from jaxrnn.parallel import deer, linear_recurrence
 from jaxrnn.parallel.kalman import damped_newton_step
+from jaxrnn.steps import _sub_jaxprs  # the walker sequential_steps uses (tests/test_steps.py)
 
 HIGHEST = jax.lax.Precision.HIGHEST
-
-
-def _jaxprs(params: dict):
-    for value in params.values():
-        for item in value if isinstance(value, (tuple, list)) else (value,):
-            if isinstance(item, jex_core.ClosedJaxpr):
-                yield item.jaxpr
-            elif isinstance(item, jex_core.Jaxpr):
-                yield item
 
 
 def dot_precisions(fn, *args) -> list:
@@ -37,7 +28,7 @@ def dot_precisions(fn, *args) -> list:
         for eqn in jaxpr.eqns:
             if eqn.primitive.name == "dot_general":
                 found.append(eqn.params["precision"])
-            for sub in _jaxprs(eqn.params):
+            for sub in _sub_jaxprs(eqn.params):
                 walk(sub)
 
     # the suite asks for float32 products everywhere (conftest); the library must ask itself

@@ -48,22 +48,27 @@ def default_chunk(grid_shape: tuple, per_cell: int, dtype) -> int:
     return max(1, math.prod(batch))
 
 
-def over_chunks(fn, chunk: int, *arrays):
-    """``fn(*arrays)`` computed ``chunk`` rows of the leading (batch) axis at a time.
+def over_grid_chunks(fn, chunk: int, *grids):
+    """``fn(*grids)`` for grids (*batch, H, W, ...), computed ``chunk`` grids at a time.
 
-    Equal to ``fn(*arrays)`` when ``fn`` treats the rows independently: the batch is
-    zero-padded to a multiple of ``chunk``, split, run chunk after chunk by ``lax.map``,
-    and the padding cut from the outputs (a pytree of arrays with the batch axis first).
+    Equal to ``fn(*grids)`` when ``fn`` treats the grids independently: the batch (the
+    leading axes of the first array before its last three, flattened) is zero-padded to a
+    multiple of ``chunk``, split, run chunk after chunk by ``lax.map``, and the padding cut
+    from the output, an array (*batch, H, W, ...).
     """
-    n_rows = arrays[0].shape[0]
-    if n_rows <= chunk:
-        return fn(*arrays)
-    n_chunks = -(-n_rows // chunk)
-    extra = n_chunks * chunk - n_rows
+    batch = grids[0].shape[:-3]
+    n_grids = math.prod(batch)
+    if not batch or n_grids <= chunk:
+        return fn(*grids)
+    n_chunks = -(-n_grids // chunk)
+    extra = n_chunks * chunk - n_grids
 
     def split(a):
+        a = a.reshape((n_grids, *a.shape[len(batch) :]))
         a = jnp.pad(a, [(0, extra)] + [(0, 0)] * (a.ndim - 1)) if extra else a
         return a.reshape((n_chunks, chunk, *a.shape[1:]))
 
-    outputs = jax.lax.map(lambda parts: fn(*parts), tuple(split(a) for a in arrays))
-    return jax.tree.map(lambda o: o.reshape((n_chunks * chunk, *o.shape[2:]))[:n_rows], outputs)
+    out = jax.lax.map(lambda parts: fn(*parts), tuple(split(a) for a in grids))
+    return out.reshape((n_chunks * chunk, *out.shape[2:]))[:n_grids].reshape(
+        (*batch, *out.shape[2:])
+    )

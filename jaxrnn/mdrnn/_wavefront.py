@@ -34,7 +34,7 @@ from jaxrnn._cell_pieces import resolve_activation
 from jaxrnn._checks import check_positive_int, dtype_of, is_concrete, is_number, shape_of
 from jaxrnn._varying import sum_like, vary_like
 from jaxrnn.mdrnn import cell
-from jaxrnn.mdrnn._batch_chunks import default_chunk, over_chunks
+from jaxrnn.mdrnn._batch_chunks import default_chunk, over_grid_chunks
 
 
 @dataclass(frozen=True)
@@ -279,8 +279,7 @@ def wavefront(
         sequential steps. None (default): on a CPU, as many as keep a chunk's cells within
         about 2 MiB (:mod:`jaxrnn.mdrnn._batch_chunks`; at hidden = 32, float32: 1 grid at
         G = 128, 4 at G = 64, 16 at G = 32; the backward pass half as many), elsewhere the
-        whole batch. Changes the speed,
-        never the result.
+        whole batch. Changes the speed, never the result.
 
     Returns:
       h, shape (*batch, H, W, hidden).
@@ -326,27 +325,12 @@ def masked_wavefront(
     if mask is None:
         mask = jnp.ones(x.shape[:-1], bool)
     hidden = params["W_in"].shape[1]
-    # per cell, the forward pass reads hidden numbers (W_in^T x), the backward 2 hidden
-    chunks = (
-        (batch_chunk,) * 2
-        if batch_chunk is not None
-        else (
-            default_chunk(x.shape[:-1], hidden, dtype),
-            default_chunk(x.shape[:-1], 2 * hidden, dtype),
-        )
-    )
+    if batch_chunk is None:  # a cell's inputs: hidden numbers forward, 2 hidden backward
+        chunks = [default_chunk(x.shape[:-1], n, dtype) for n in (hidden, 2 * hidden)]
+    else:
+        chunks = [batch_chunk, batch_chunk]
     grouping = (min_length, fill, *chunks)
     return _grid_wavefront(params, jnp.asarray(x, dtype), mask, phi, grouping)
-
-
-def _batch_chunks(fn, chunk: int, *arrays):
-    """``fn(*arrays)`` on grids (*batch, H, W, ...), ``chunk`` grids at a time."""
-    batch = arrays[0].shape[:-3]
-    if not batch:
-        return fn(*arrays)
-    flat = [a.reshape((-1, *a.shape[len(batch) :])) for a in arrays]
-    out = over_chunks(fn, chunk, *flat)
-    return out.reshape((*batch, *out.shape[1:]))
 
 
 def _run_grid_cell(params, x, mask, phi, min_length, fill):
@@ -379,7 +363,7 @@ def _run_grid_cell(params, x, mask, phi, min_length, fill):
 def _grid_cell_in_chunks(params, x, mask, phi, grouping):
     min_length, fill, chunk, _ = grouping
     run = lambda x, mask: _run_grid_cell(params, x, mask, phi, min_length, fill)
-    return _batch_chunks(run, chunk, x, mask)
+    return over_grid_chunks(run, chunk, x, mask)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
@@ -442,7 +426,7 @@ def _grid_wavefront_bwd(phi, grouping, residuals, dh):
         )
         return flip(unflatten_grid(zbar, batch, height, width))
 
-    zbar = _batch_chunks(adjoint, chunk, dh, slope, mask)
+    zbar = over_grid_chunks(adjoint, chunk, dh, slope, mask)
     # sums over cells, one matmul each; W_W meets the pairs (h(i-1,j), zbar(i,j)), i >= 1
     over_cells = lambda a, b: a.reshape(-1, a.shape[-1]).T @ b.reshape(-1, b.shape[-1])
     grads = {
