@@ -25,6 +25,37 @@ def test_one_pass_returns_every_output_bit_for_bit():
     assert np.signbit(np.asarray(got[0])[0]) and not np.signbit(np.asarray(got[0])[1])
 
 
+def test_whole_array_reductions_equal_numpy_at_any_size():
+    rng = np.random.default_rng(0)
+    for size in (1, 31, 32, 33, 1000, 4099):  # around and between rows of FUSED_ROW
+        u = rng.integers(0, 2**32, size, dtype=np.uint32).reshape(size, 1)
+        i = rng.integers(-(2**31), 2**31, size, dtype=np.int32)
+        total = jax.jit(lambda u: xla_cpu.sum_all(u * jnp.uint32(3)))(u)
+        assert total.dtype == jnp.uint32 and total.shape == ()
+        assert int(total) == int((u.astype(np.uint64) * 3).sum() % 2**32)  # wraps like uint32
+        assert int(jax.jit(lambda i: xla_cpu.min_all(i ^ 5))(i)) == int((i ^ 5).min())
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("length", [1, 2, 5])
+def test_scan_steps_equals_lax_scan_for_large_words(reverse, length):
+    # Large words: on CPU the first step runs outside a loop of two steps per iteration.
+    shapes = [(1 << 16,)]
+    body = lambda c, x: (c * 3 + x, (c, x * 2))
+    xs = jnp.arange(1, length + 1, dtype=jnp.int32)
+    run = lambda f: jax.jit(lambda c, xs: f(body, c, xs))(jnp.int32(7), xs)
+    got = run(lambda *a: xla_cpu.scan_steps(*a, shapes, reverse=reverse))
+    want = run(lambda *a: jax.lax.scan(*a, reverse=reverse))
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        assert g.shape == w.shape and np.array_equal(np.asarray(g), np.asarray(w))
+    # A plain reference loop, too.
+    c, ys = 7, {}
+    for k in (reversed(range(length)) if reverse else range(length)):
+        ys[k], c = (c, 2 * (k + 1)), 3 * c + k + 1
+    assert int(got[0]) == c
+    assert np.asarray(got[1][0]).tolist() == [ys[k][0] for k in range(length)]
+
+
 def test_the_step_maps_over_any_pytree_with_named_results():
     # A tuple inside a dict, float64 and float32 leaves: forward one step, then back.
     params = {"a": (jnp.linspace(-1, 1, 6).reshape(2, 3), jnp.float32(0.5))}

@@ -101,9 +101,8 @@ def _sweep(train_loss, treedef, dtypes, frac_bits, words, adjoints, inputs, beta
         lam_bar = jax.tree_util.tree_map(jnp.add, lam_bar, d_lam)
         return (back.words, (theta_bar, v_bar, lam_bar)), (a_bar, b_bar)
 
-    unroll = xla_cpu.scan_unroll([t.hi.shape for t in words.theta])
-    xs, init = (inputs, betas), (words, adjoints)
-    (words, adjoints), (a_bar, b_bar) = jax.lax.scan(body, init, xs, reverse=True, unroll=unroll)
+    shapes, xs, init = [t.hi.shape for t in words.theta], (inputs, betas), (words, adjoints)
+    (words, adjoints), (a_bar, b_bar) = xla_cpu.scan_steps(body, init, xs, shapes, reverse=True)
     return Sweep(words, adjoints, exact_step.fingerprint(words), a_bar, b_bar)
 
 

@@ -210,8 +210,7 @@ def _forward(grad_fn, treedef, dtypes, frac_bits, words, inputs, extra) -> Forwa
     # The fresh slots typed like the buffer words (inside shard_map: varying like them).
     slots = [s | jnp.zeros_like(w, s.dtype) for s, w in zip(words.slots, words.word, strict=True)]
     words = words._replace(slots=slots)
-    unroll = xla_cpu.scan_unroll(shapes)
-    (end, _), _ = jax.lax.scan(body, (words, floats), inputs, unroll=unroll)
+    (end, _), _ = xla_cpu.scan_steps(body, (words, floats), inputs, shapes)
     return ForwardCall(end, exact_step.failed_step(end.theta), exact_step.fingerprint(words))
 
 
@@ -225,8 +224,7 @@ def _reverse(grad_fn, treedef, dtypes, frac_bits, words, inputs, extra):
 
         return exact_step.inverse_step(words, grads, x, frac_bits, dtypes).words, None
 
-    unroll = xla_cpu.scan_unroll(shapes)
-    start, _ = jax.lax.scan(body, words, inputs, reverse=True, unroll=unroll)
+    start, _ = xla_cpu.scan_steps(body, words, inputs, shapes, reverse=True)
     return start, exact_step.fingerprint(start)
 
 

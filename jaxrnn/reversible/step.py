@@ -182,7 +182,7 @@ def failed_step(theta) -> jax.Array:
 
     def first(t):
         steps = jax.lax.bitcast_convert_type(t.lo, jnp.int32)
-        return jnp.min(jnp.where(t.hi == FAILED, steps, limit), initial=limit)
+        return xla_cpu.min_all(jnp.where(t.hi == FAILED, steps, limit))
 
     earliest = jnp.min(jnp.stack(jax.tree.leaves(jax.tree.map(first, theta, is_leaf=_is_word))))
     return jnp.where(earliest == limit, -1, earliest).astype(jnp.int32)
@@ -213,8 +213,9 @@ def fingerprint(words: Words) -> jax.Array:
     )
     total = jnp.uint32(0)
     for i, (theta, vel, word) in enumerate(leaves):
-        for j, w in enumerate((theta, vel, fp.Word(word, word))):
-            total = total + fp.fingerprint(w, 3 * i + j)
+        sets = (theta, vel, fp.Word(word, word))
+        terms = sum(fp.fingerprint_terms(w, 3 * i + j) for j, w in enumerate(sets))
+        total = total + xla_cpu.sum_all(terms)  # one pass over the leaf's words
     return total
 
 
