@@ -50,7 +50,7 @@ def test_scan_steps_equals_lax_scan_for_large_words(reverse, length):
         assert g.shape == w.shape and np.array_equal(np.asarray(g), np.asarray(w))
     # A plain reference loop, too.
     c, ys = 7, {}
-    for k in (reversed(range(length)) if reverse else range(length)):
+    for k in reversed(range(length)) if reverse else range(length):
         ys[k], c = (c, 2 * (k + 1)), 3 * c + k + 1
     assert int(got[0]) == c
     assert np.asarray(got[1][0]).tolist() == [ys[k][0] for k in range(length)]
