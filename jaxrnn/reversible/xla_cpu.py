@@ -24,7 +24,18 @@ Measured on the MLP of ``bench/reversible.py`` at batch 128 (CPU time of ``forwa
 that of ``optax.sgd(momentum)``, in one run): 1.43 with one step per iteration, 1.24 with
 two. The compiler option ``xla_cpu_copy_insertion_use_region_analysis``, used before to
 keep loop words in place, changed nothing once the copies were gone (1.29 with it, 1.28
-without), so it is not used, nor the test for a top-level call it needed.
+without), so it is not used, nor the test for a top-level call it needed. Per call of
+``forward`` on that MLP (10^6 parameters, medians of 31 calls): the fingerprint of the
+start words 0.79 -> 0.31 ms, ``failed_step`` 0.59 -> 0.43 ms, and the copy of the words
+into the loop (0.97 ms) gone with the first step outside it.
+
+Tried and measured slower on that MLP (update only, ms per step): the outputs as separate
+fusions (each recomputing what it needs) 1.84 against 1.10 in one pass, also in a user's
+optax loop where they could overwrite their inputs (4.2 against 2.7); the words stacked
+in one array written by one fusion 4.6 against 1.1 (XLA splits it). Without arithmetic:
+a ``fori_loop`` over blocks updating the words in place by ``dynamic_update_slice`` 2.0-3.0
+against 1.2 (it runs on one core); two sets of words in an optax state, chosen by
+``lax.cond``, 3.8 against 2.3 (XLA copies both sets).
 """
 
 from __future__ import annotations
