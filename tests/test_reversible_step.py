@@ -34,6 +34,8 @@ def test_whole_array_reductions_equal_numpy_at_any_size():
         assert total.dtype == jnp.uint32 and total.shape == ()
         assert int(total) == int((u.astype(np.uint64) * 3).sum() % 2**32)  # wraps like uint32
         assert int(jax.jit(lambda i: xla_cpu.min_all(i ^ 5))(i)) == int((i ^ 5).min())
+    with pytest.raises(ValueError, match=r"x: expected an integer array, got dtype float32"):
+        xla_cpu.min_all(jnp.ones(3, jnp.float32))
 
 
 @pytest.mark.parametrize("reverse", [False, True])

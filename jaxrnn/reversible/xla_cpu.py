@@ -71,6 +71,8 @@ def scan_unroll(shapes) -> int:
 def scan_steps(body, carry, xs, shapes, *, reverse: bool = False):
     """``lax.scan(body, carry, xs, reverse=reverse)`` over steps of words of these shapes.
 
+    ``xs`` a pytree of arrays (T, ...); returns (carry, ys) with ys (T, ...), as ``lax.scan``.
+
     For large words on CPU (:func:`scan_unroll`), two steps per loop iteration and the first
     step (the last one with ``reverse``) outside the loop; the same results either way.
     """
@@ -86,13 +88,23 @@ def scan_steps(body, carry, xs, shapes, *, reverse: bool = False):
 
 
 def sum_all(x) -> jax.Array:
-    """The sum of all entries of ``x`` in its dtype (wrapping for integers), in one pass."""
+    """sum_i x_i over all entries of ``x`` (any shape), a scalar of x's dtype, in one pass.
+
+    Integers wrap as in their dtype (a uint32 sum is taken mod 2^32).
+    """
     return _reduce_all(x, lax.add, 0)
 
 
 def min_all(x) -> jax.Array:
-    """The least entry of an integer array ``x``, in one pass."""
-    return _reduce_all(x, lax.min, jnp.iinfo(x.dtype).max)
+    """min_i x_i over all entries of an integer array ``x`` (any shape), a scalar, in one pass.
+
+    Raises ValueError for a non-integer ``x`` (its identity, the dtype's largest value,
+    exists for integers only).
+    """
+    dtype = jnp.result_type(x)
+    if not jnp.issubdtype(dtype, jnp.integer):
+        raise ValueError(f"x: expected an integer array, got dtype {dtype}")
+    return _reduce_all(x, lax.min, jnp.iinfo(dtype).max)
 
 
 def _reduce_all(x, op, identity):
